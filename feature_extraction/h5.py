@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -68,6 +69,27 @@ class ClipTiming:
         return cls(**values)
 
 
+def create_video_dataset(
+    h5file: h5py.File,
+    video_id: str,
+    num_clips: int,
+    feature_dim: int,
+    timing: ClipTiming,
+    padded: bool = False,
+    dtype: type = np.float32,
+    compression: str | None = None,
+) -> h5py.Dataset:
+    """Create one video's empty ``(num_clips, feature_dim)`` dataset with its timing attributes (filled by the caller)."""
+    if num_clips < 1 or feature_dim < 1:
+        raise FeatureFileError(f"{h5file.filename}: video {video_id!r}: features must be (num_clips>0, dim>0), got ({num_clips}, {feature_dim})")
+    chunks = (min(num_clips, 256), feature_dim)
+    dset = h5file.create_dataset(video_id, shape=(num_clips, feature_dim), dtype=dtype, chunks=chunks, compression=compression)
+    for key, value in timing.to_attrs().items():
+        dset.attrs[key] = value
+    dset.attrs["padded"] = bool(padded)
+    return dset
+
+
 def write_video(
     h5file: h5py.File,
     video_id: str,
@@ -83,12 +105,95 @@ def write_video(
     if not np.isfinite(feats).all():
         raise FeatureFileError(f"{h5file.filename}: video {video_id!r}: features contain NaN or inf")
     dtype = np.float16 if feats.dtype == np.float16 else np.float32
-    chunks = (min(feats.shape[0], 256), feats.shape[1])
-    dset = h5file.create_dataset(video_id, data=feats.astype(dtype, copy=False), chunks=chunks, compression=compression)
-    for key, value in timing.to_attrs().items():
-        dset.attrs[key] = value
-    dset.attrs["padded"] = bool(padded)
+    dset = create_video_dataset(h5file, video_id, feats.shape[0], feats.shape[1], timing, padded, dtype, compression)
+    dset[...] = feats
     return dset
+
+
+class VideoPartWriter:
+    """One video's features written row block by row block into ``<final>.tmp``, published atomically.
+
+    Memory stays constant whatever the video's length. :meth:`commit` closes, fsyncs and renames the
+    file onto ``final``, so ``final`` exists only complete; :meth:`abort` removes the temporary file.
+    """
+
+    def __init__(self, final: Path, video_id: str, num_clips: int, feature_dim: int, timing: ClipTiming,
+                 padded: bool = False, compression: str | None = None) -> None:
+        self.final = Path(final)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self.video_id = video_id
+        self._file = h5py.File(self.tmp, "w")
+        self._dset = create_video_dataset(self._file, video_id, num_clips, feature_dim, timing, padded, compression=compression)
+        self._written = np.zeros(num_clips, dtype=bool)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every clip has been written."""
+        return bool(self._written.all())
+
+    def write(self, first_clip: int, features: np.ndarray) -> None:
+        """Store ``features`` ``(n, feature_dim)`` as clips ``first_clip .. first_clip + n - 1``."""
+        if not np.isfinite(features).all():
+            raise FeatureFileError(f"{self.tmp}: video {self.video_id!r}: features of clips from {first_clip} contain NaN or inf")
+        self._dset[first_clip : first_clip + len(features)] = features
+        self._written[first_clip : first_clip + len(features)] = True
+
+    def commit(self) -> None:
+        """Publish the complete file at ``final`` (fsync + rename)."""
+        if not self.complete:
+            raise FeatureFileError(f"{self.tmp}: video {self.video_id!r}: {int((~self._written).sum())} clips not written")
+        self._file.close()
+        durable_replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if self._file.id.valid:
+            self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def durable_replace(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it onto ``final`` and fsync the directory: ``final`` is old or new, never partial."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    dir_fd = os.open(Path(final).parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def assemble_file(
+    out: Path,
+    sources: Sequence[tuple[Path, str]],
+    backbone: str,
+    weights_path: str,
+    weights_sha256: str,
+    config_yaml: str,
+) -> None:
+    """Build ``out`` from ``(source file, video id)`` pairs plus provenance (see :func:`write_file_attrs`), atomically.
+
+    Datasets are copied with their attributes, block by block (never loaded whole), into
+    ``<out>.tmp``, which then replaces ``out``: a crash leaves the previous ``out`` or none.
+    """
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    by_file: dict[Path, list[str]] = {}
+    for path, video_id in sources:
+        by_file.setdefault(Path(path), []).append(video_id)
+    with h5py.File(tmp, "w") as dst:
+        write_file_attrs(dst, backbone, weights_path, weights_sha256, config_yaml)
+        for path, video_ids in by_file.items():
+            with h5py.File(path, "r") as src:
+                for video_id in video_ids:
+                    if video_id not in src:
+                        raise FeatureFileError(f"{path}: no features for video {video_id!r}")
+                    src.copy(src[video_id], dst, name=video_id)
+    durable_replace(tmp, out)
 
 
 def write_file_attrs(

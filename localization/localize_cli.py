@@ -1,0 +1,73 @@
+"""``localize``: run a trained BMN run on features and write official detection JSON.
+
+Example::
+
+    localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json \\
+        --subset validation -o detections.json
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from feature_extraction.h5 import FeatureFileError, FeatureReader
+from localization.infer import load_run, localize, write_json
+from tal_common.annotations import AnnotationError, read_annotations
+from tal_common.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="run folder written by train-localizer")
+    parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file")
+    parser.add_argument(
+        "--annotations", type=Path, required=True,
+        help="HACS/ActivityNet JSON or EK100 CSV: the videos to process and their durations",
+    )
+    parser.add_argument("--subset", default="validation", help="annotation subset to process (default: validation)")
+    parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="detections JSON to write")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default: best)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading the features")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--sls", type=int, nargs=3, default=(2, 3, 4), metavar=("PT", "TL", "TD"),
+        help="EK100 supervision levels (pre-training, training labels, training data), each 0..5; default 2 3 4",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    threads = torch.get_num_threads()
+    try:
+        run = load_run(args.run, args.checkpoint, device)
+        if run.cfg.train.num_threads:
+            torch.set_num_threads(run.cfg.train.num_threads)
+        video_info = args.video_info if run.cfg.data.mode == "ek100" else None
+        annotations = read_annotations(args.annotations, video_info=video_info).subset(args.subset)
+        detections = localize(
+            run, FeatureReader(args.features), annotations, batch_size=args.batch_size,
+            num_workers=args.num_workers, sls=tuple(args.sls), device=device,
+        )
+        write_json(detections, args.output)
+    except (ConfigError, AnnotationError, FeatureFileError, FileNotFoundError, ValueError) as exc:
+        print(f"localize: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(threads)
+    count = sum(len(v) for v in detections["results"].values())
+    logging.getLogger(__name__).info("%d detections for %d videos -> %s", count, len(detections["results"]), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``train-localizer``: train BMN + the detection classifier on an HDF5 feature file.
+
+Example::
+
+    train-localizer --config configs/localize/hacs_bmn.yaml --features hacs.h5 \\
+        --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn
+    torchrun --nproc_per_node 4 -m localization.train_cli --config ... --work-dir runs/x   # data-parallel
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from feature_extraction.h5 import FeatureFileError
+from localization.config import LocalizeConfig
+from localization.train import train
+from tal_common.annotations import AnnotationError
+from tal_common.config import ConfigError, add_config_args, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train-localizer", description=__doc__.split("\n")[0])
+    add_config_args(parser)
+    parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file (extract-features output)")
+    parser.add_argument(
+        "--annotations", type=Path, required=True,
+        help="HACS/ActivityNet JSON (training + validation subsets) or the EK100 training CSV",
+    )
+    parser.add_argument("--val-annotations", type=Path, default=None, help="validation annotations (EK100: the validation CSV)")
+    parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
+    parser.add_argument("--work-dir", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoints/last.pt")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, resolve the config once, train. Returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    threads = torch.get_num_threads()
+    try:
+        config_path = args.config
+        if config_path is None and args.resume and (args.work_dir / "config.yaml").is_file():
+            config_path = args.work_dir / "config.yaml"
+        cfg = load_config(LocalizeConfig, config_path, args.overrides)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        metrics = train(
+            cfg, args.features, args.annotations, args.work_dir, resume=args.resume,
+            val_annotations=args.val_annotations, video_info=args.video_info,
+        )
+    except (ConfigError, AnnotationError, FeatureFileError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"train-localizer: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(threads)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if metrics:
+        logging.getLogger(__name__).info("done: %s", args.work_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -631,7 +631,7 @@ def inspect_file(path: Path) -> int:
         timings = [dict(f[v].attrs) for v in ids]
     print(f"file:      {path}")
     for key in ("format_version", "package_version", "created", "backbone", "weights", "weights_sha256"):
-        print(f"{key + ':':<11}{attrs.get(key, '(missing)')}")
+        print(f"{key + ':':<17}{attrs.get(key, '(missing)')}")
     print(f"videos:    {len(ids)}")
     if ids:
         clips = shapes[:, 0]
@@ -641,7 +641,7 @@ def inspect_file(path: Path) -> int:
         print(f"duration:  {hours:.2f} h in total")
         for key in ("sample_fps", "clip_len", "frame_interval", "stride", "stride_s", "first_center_s", "crops"):
             values = sorted({round(float(t[key]), 6) for t in timings if key in t})
-            print(f"{key + ':':<16}{', '.join(f'{v:g}' for v in values)}")
+            print(f"{key + ':':<17}{', '.join(f'{v:g}' for v in values)}")
         padded = [v for v, t in zip(ids, timings) if bool(t.get("padded", False))]
         print(f"padded:    {len(padded)}" + (f" ({', '.join(padded[:5])}{' ...' if len(padded) > 5 else ''})" if padded else ""))
     manifest = path.with_name(path.name + ".failures.jsonl")

@@ -11,9 +11,6 @@ from eval.inputs import InputError, activitynet_ground_truth
 from eval.proposals import evaluate_proposals
 
 DATA = Path(__file__).parent / "data" / "eval"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations"
-ANET_FULL = SHARED / "activitynet" / "activity_net_v1-3_validation_gt.json"
-EK100_FULL = SHARED / "ek100" / "EPIC_100_validation.csv"
 
 
 def test_fixture_matches_official():
@@ -88,15 +85,3 @@ def test_generated_proposals_match_loop_baseline(per_video):
     fast = evaluate_proposals(gt, sub)
     slow = evaluate_proposals(gt, sub, recall_function=baseline.recall_curve)
     assert np.array_equal(fast.recall, slow.recall) and fast.auc == slow.auc
-
-
-@pytest.mark.skipif(not EK100_FULL.exists(), reason="needs ../shared/data/annotations (not in a fresh clone)")
-def test_ek100_ground_truth_for_proposals():
-    from eval.inputs import ek100_ground_truth
-
-    gt = ek100_ground_truth(EK100_FULL)
-    sub = synthetic.activitynet_proposals(gt, (10, 40), seed=4)
-    fast = evaluate_proposals(EK100_FULL, sub, dataset="ek100")
-    slow = evaluate_proposals(gt, sub, recall_function=baseline.recall_curve)
-    assert fast.counts["ground_truth"] == 9668
-    assert np.array_equal(fast.recall, slow.recall)

@@ -332,6 +332,8 @@ def _extract(cfg: ExtractConfig, env: _Dist, videos: dict[str, Path], out: Path,
               f"({len(todo) - len(infos)} failed probing), {env.world} rank(s)", file=sys.stderr)
 
     device = torch.device(f"cuda:{env.local_rank}" if _want_cuda(cfg.run.device) else "cpu")
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it for several ranks
+        torch.set_num_threads(model_threads(cfg.run.workers))
     model = load_model(cfg, checkpoint, device)
     extract_videos(work, model, cfg, sampler, device, parts, show_progress=env.rank == 0)
     env.barrier()
@@ -414,6 +416,15 @@ def _record_failure(parts: Path, failure: _Failure) -> None:
     tmp = parts / "failed" / f"{failure.video_id}.json.tmp"
     tmp.write_text(json.dumps({"video": failure.video_id, "path": failure.path, "reason": failure.reason}))
     durable_replace(tmp, tmp.with_suffix(""))
+
+
+def model_threads(workers: int) -> int:
+    """Torch threads for the model on CPU: the cores left once each decode worker has one.
+
+    Decode workers and the model share the CPU; more threads than cores makes both spin and wait.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - workers)
 
 
 def load_model(cfg: ExtractConfig, checkpoint: Path | None, device: torch.device) -> torch.nn.Module:

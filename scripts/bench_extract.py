@@ -6,7 +6,7 @@ full CLI run on a short and on a long video (each in a fresh subprocess), and la
 ``pipeline_efficiency: X.XX`` = end-to-end / min(model-only, decode-only) (target >= 0.85).
 
 On CPU every stage runs with the share of the cores that extract-features gives it: ``run.workers`` decode
-processes (one core each) and ``feature_extraction.cli.model_threads`` torch threads for the model, so model-only
+processes (one core each) and ``feature_extraction.pipeline.model_threads`` torch threads for the model, so model-only
 and decode-only are the rates the two stages can reach side by side.
 
     python scripts/bench_extract.py                      # demo preset, 6 x 30 s videos, 1 and 10 min RSS
@@ -15,22 +15,18 @@ and decode-only are the rates the two stages can reach side by side.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from feature_extraction.cli import (
-    ExtractConfig, ExtractStep, Normalizer, extract_videos, load_model, make_loader, make_sampler, model_threads,
-    preset_path, resolve_config,
-)
+from feature_extraction.config import ExtractConfig, make_sampler, preset_path, resolve_config
+from feature_extraction.pipeline import ExtractStep, Normalizer, extract_videos, load_model, make_loader, model_threads
 from feature_extraction.dataset import VideoWork
 from feature_extraction.video import probe_videos
 from tal_common.config import load_config

@@ -9,7 +9,7 @@ On CPU every stage runs with the share of the cores that extract-features gives 
 processes (one core each) and ``feature_extraction.pipeline.model_threads`` torch threads for the model, so model-only
 and decode-only are the rates the two stages can reach side by side.
 
-    python scripts/bench_extract.py                      # demo preset, 6 x 30 s videos, 1 and 10 min RSS
+    python scripts/bench_extract.py                      # demo preset, 6 x 120 s videos, 1 and 10 min RSS
     python scripts/bench_extract.py --videos 3 --seconds 10 --rss-minutes 0.25 2.5   # quick
 """
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="demo")
     p.add_argument("--videos", type=int, default=6, help="generated videos for the throughput runs")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of each throughput video")
+    p.add_argument("--seconds", type=float, default=120.0, help="length of each throughput video")
     p.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=16)

@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import stochastic_depth
 
 from feature_extraction.tadaconv import RouteFuncMLP, TAdaConv2d, from_frames, to_frames
 from feature_extraction.weights import (
@@ -226,6 +225,14 @@ class ChannelsLayerNorm(nn.LayerNorm):
         return y.permute(0, 4, 1, 2, 3)
 
 
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth: in training, zero each sample's residual branch with probability ``p`` (rescaled)."""
+    if not training or p == 0.0:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - p)
+    return x * keep / (1.0 - p) if p < 1.0 else x * keep
+
+
 class TAdaConvNeXtBlock(nn.Module):
     """ConvNeXt block whose depthwise 7x7 conv is a TAdaConv2d (``cal_dim="cout"``, calibrated bias).
 
@@ -247,7 +254,7 @@ class TAdaConvNeXtBlock(nn.Module):
         alpha, alpha_bias = self.dwconv_rf(x)
         y = self.dwconv(x, alpha, alpha_bias).permute(0, 2, 3, 4, 1)  # (N, T, H, W, C)
         y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
-        y = stochastic_depth(y, self.drop_path, "row", self.training)
+        y = drop_path(y, self.drop_path, self.training)
         return x + y.permute(0, 4, 1, 2, 3)
 
 

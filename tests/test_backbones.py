@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from feature_extraction.backbones import tada2d_r50, tadaconvnext_tiny, temporal_avg_pool3
+from feature_extraction.backbones import drop_path, tada2d_r50, tadaconvnext_tiny, temporal_avg_pool3
 from feature_extraction.weights import load_checkpoint
 
 DATA = Path(__file__).parent / "data" / "tadaconv"
@@ -113,3 +113,14 @@ def test_tadaconvnext_loads_torchvision_convnext(tmp_path):
         expected = convnext.classifier[:2](convnext.avgpool(convnext.features(frames)))
         assert model.forward_features(clip).shape == (2, 768, 1, 2, 2)
         torch.testing.assert_close(model.backbone.pool(model.forward_features(clip)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
+    x = torch.ones(4000, 3, 2)
+    assert torch.equal(drop_path(x, 0.3, training=False), x)
+    torch.manual_seed(0)
+    y = drop_path(x, 0.3, training=True)
+    per_sample = y.flatten(1)
+    assert (per_sample == per_sample[:, :1]).all()  # a sample's branch is kept or dropped as a whole
+    assert torch.isclose(per_sample[:, 0], torch.tensor(0.0)).logical_or(torch.isclose(per_sample[:, 0], torch.tensor(1 / 0.7))).all()
+    assert abs(y.mean().item() - 1.0) < 0.05

@@ -56,6 +56,7 @@ from typing import Iterator, NamedTuple
 import av
 import decord
 import numpy as np
+from tqdm import tqdm
 
 from tal_common.annotations import (
     EK100_COLUMNS,
@@ -449,13 +450,15 @@ def make_demo_dataset(out: str | Path, config: DemoConfig = DemoConfig(), worker
     if strangers:
         raise DemoDatasetError(f"{videos}: holds videos that are not part of this dataset: {strangers[:5]}")
     job = partial(_render_and_write, config=config, root=root)
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for _ in pool.imap_unordered(job, plans):
-                pass
-    else:
-        for plan in plans:
-            job(plan)
+    with tqdm(total=len(plans), desc="render demo videos", unit="video", leave=False, dynamic_ncols=True) as bar:
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                for _ in pool.imap_unordered(job, plans):
+                    bar.update()
+        else:
+            for plan in plans:
+                job(plan)
+                bar.update()
     ek100_dir(root).mkdir(parents=True, exist_ok=True)
     hacs_path(root).write_text(hacs_json(plans, config))
     for name, text in ek100_csvs(plans, config).items():

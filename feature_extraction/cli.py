@@ -306,7 +306,8 @@ def _assemble(out: Path, parts: Path, videos: dict[str, Path], cfg: ExtractConfi
     missing = len(set(videos) - set(kept) - set(new) - {f["video"] for f in failures})
     if missing:
         raise RuntimeError(f"{out}: {missing} videos neither extracted nor recorded as failed (internal error)")
-    print(f"extract-features: wrote {out}: {len(kept) + len(new)} videos ({len(new)} new, {len(kept)} kept); "
+    action = f"wrote {out}" if new else f"nothing new for {out}"
+    print(f"extract-features: {action}: {len(kept) + len(new)} videos ({len(new)} new, {len(kept)} kept); "
           f"failures in {manifest}", file=sys.stderr)
     print(f"extract-features: {len(failures)} of {len(videos)} videos failed")
     return len(failures)

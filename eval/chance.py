@@ -28,20 +28,21 @@ def random_submission(annotations: AnnotationSet, dataset: str, per_video: int =
     segments = [s for v in annotations.videos.values() for s in v.segments]
     if not segments:
         raise ValueError(f"{annotations.source}: no ground-truth segments to draw labels from")
+    if dataset == "ek100":
+        verbs, nouns = np.unique([s.verb for s in segments]), np.unique([s.noun for s in segments])
+    labels = np.array(annotations.labels, dtype=object)
     results = {}
     for vid, video in annotations.videos.items():
         ends = np.sort(rng.uniform(0.0, video.duration, (per_video, 2)), axis=1)
         score = rng.random(per_video)
         if dataset == "ek100":
-            verbs = np.unique([s.verb for s in segments])
-            nouns = np.unique([s.noun for s in segments])
             verb, noun = rng.choice(verbs, per_video), rng.choice(nouns, per_video)
             results[vid] = [
                 {"verb": int(v), "noun": int(n), "action": f"{v},{n}", "score": float(c), "segment": [float(a), float(b)]}
                 for v, n, c, (a, b) in zip(verb, noun, score, ends)
             ]
         else:
-            label = rng.choice(np.array(annotations.labels, dtype=object), per_video)
+            label = rng.choice(labels, per_video)
             results[vid] = [
                 {"label": str(lab), "score": float(c), "segment": [float(a), float(b)]}
                 for lab, c, (a, b) in zip(label, score, ends)

@@ -11,13 +11,13 @@ subset's labels; EK100: the verb and noun classes that occur in the file).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from tal_common.annotations import AnnotationError, AnnotationSet, read_annotations
+from tal_common.atomic import write_json_atomic
 
 
 def random_submission(annotations: AnnotationSet, dataset: str, per_video: int = 100, seed: int = 0) -> dict:
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except (AnnotationError, ValueError) as exc:
         print(f"eval.chance: error: {exc}", file=sys.stderr)
         return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps(submission))
-    tmp.replace(args.output)
+    write_json_atomic(args.output, submission)
     print(f"eval.chance: wrote {args.output}: {args.per_video} random predictions for each of {len(submission['results'])} videos")
     return 0
 

@@ -36,12 +36,13 @@ import yaml
 
 from feature_extraction.config import PRESETS, ExtractConfig, feature_identity, make_sampler, preset_path, resolve_config
 from feature_extraction.dataset import VideoWork
-from feature_extraction.h5 import FeatureReader, assemble_file, durable_replace
 from feature_extraction.pipeline import Failure, extract_videos, load_model, model_threads, record_failure
 from feature_extraction.summary import inspect_file, verify_file
 from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, probe_videos
 from feature_extraction.weights import get_weights_spec
+from tal_common.atomic import durable_replace
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
+from tal_common.h5 import FeatureReader, assemble_file
 
 SUBCOMMANDS = ("extract", "inspect", "verify")
 

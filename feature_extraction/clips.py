@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from feature_extraction.h5 import ClipTiming
+from tal_common.h5 import ClipTiming
 
 # Decoders report timestamps as float32 (~0.5 ms resolution at 1.5 h): a sample time within 0.1 ms
 # or two float32 steps of a frame's start counts as reaching it, a clip ending within 1 ms of the

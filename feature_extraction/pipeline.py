@@ -23,7 +23,8 @@ from feature_extraction.backbones import BACKBONES, build_model
 from feature_extraction.clips import ClipSampler
 from feature_extraction.config import ExtractConfig
 from feature_extraction.dataset import ClipBatch, ClipDataset, VideoWork, collate_chunks, interleaved_batches
-from feature_extraction.h5 import VideoPartWriter, durable_replace
+from tal_common.atomic import durable_replace
+from tal_common.h5 import VideoPartWriter
 
 
 @dataclass

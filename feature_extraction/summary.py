@@ -10,8 +10,8 @@ import numpy as np
 import yaml
 
 from feature_extraction.clips import ClipSampler, to_fraction
-from feature_extraction.h5 import FeatureReader
 from feature_extraction.video import find_videos, probe_videos
+from tal_common.h5 import FeatureReader
 
 
 def _file_sampler(reader: FeatureReader) -> ClipSampler:

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from feature_extraction.h5 import ClipTiming, FeatureFileError, FeatureReader, read_timing
 from localization.targets import bmn_targets
 from tal_common.annotations import AnnotationSet
+from tal_common.h5 import ClipTiming, FeatureFileError, FeatureReader, read_timing
 
 LOG = logging.getLogger(__name__)
 

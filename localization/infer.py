@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from feature_extraction.h5 import FeatureReader
 from localization.classify import ek100_detections, hacs_detections
 from localization.config import LocalizeConfig
 from localization.data import VideoEntry, Window, WindowDataset, build_entries
@@ -31,6 +29,7 @@ from localization.postprocess import proposals_from_maps, soft_nms
 from localization.train import Localizer, Vocabulary, build_localizer, make_dataset, stats_from_dict
 from tal_common.annotations import AnnotationSet
 from tal_common.config import ConfigError, load_config
+from tal_common.h5 import FeatureReader
 
 ACTIVITYNET_VERSION = "VERSION 1.3"
 EK100_VERSION = "0.2"
@@ -197,12 +196,3 @@ def _fuse_snippets(
         keep[0] = True
     c = count[keep][:, None]
     return centers[keep], verb[keep] / c, noun[keep] / c
-
-
-def write_json(obj: dict[str, Any], path: Path) -> None:
-    """Write ``obj`` as JSON atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)

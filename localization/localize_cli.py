@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from feature_extraction.h5 import FeatureFileError, FeatureReader
-from localization.infer import load_run, localize, write_json
+from localization.infer import load_run, localize
 from tal_common.annotations import AnnotationError, read_annotations
+from tal_common.atomic import write_json_atomic
 from tal_common.config import ConfigError
+from tal_common.h5 import FeatureFileError, FeatureReader
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             run, FeatureReader(args.features), annotations, batch_size=args.batch_size,
             num_workers=args.num_workers, sls=tuple(args.sls), device=device,
         )
-        write_json(detections, args.output)
+        write_json_atomic(args.output, detections)
     except (ConfigError, AnnotationError, FeatureFileError, FileNotFoundError, ValueError) as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from feature_extraction.h5 import FeatureReader
 from localization.bmn import BMN
 from localization.classify import SnippetClassifier, VideoClassifier
 from localization.config import LocalizeConfig
@@ -49,7 +48,9 @@ from localization.data import (
 )
 from localization.losses import bmn_loss
 from tal_common.annotations import AnnotationError, AnnotationSet, read_annotations
+from tal_common.atomic import write_atomic, write_text_atomic
 from tal_common.config import config_to_dict, config_to_yaml
+from tal_common.h5 import FeatureReader
 
 LOG = logging.getLogger(__name__)
 LOSS_KEYS = ("loss", "tem", "pem_reg", "pem_cls", "cls")
@@ -283,7 +284,7 @@ def _train(
         _set_rng_state(state["rng"])
         _warn_config_changes(state["config"], config_to_dict(cfg))
     if env.main:
-        (work_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        write_text_atomic(work_dir / "config.yaml", config_to_yaml(cfg))
         _truncate_metrics(work_dir / "metrics.jsonl", start_epoch)
         LOG.info(
             "%s: %d training windows from %d videos%s; feat_dim %d; %s epochs %d..%d on %s x%d",
@@ -325,9 +326,9 @@ def _train(
                 "epoch": epoch, "best": best, "config": config_to_dict(cfg), "feat_dim": feat_dim,
                 "vocabulary": vocab.to_dict(), "feature_stats": stats_to_dict(stats), "rng": _rng_state(),
             }
-            _atomic_save(checkpoint, ckpt_dir / "last.pt")
+            write_atomic(ckpt_dir / "last.pt", lambda tmp: torch.save(checkpoint, tmp))
             if is_best:
-                _atomic_save(checkpoint, ckpt_dir / "best.pt")
+                write_atomic(ckpt_dir / "best.pt", lambda tmp: torch.save(checkpoint, tmp))
             with open(work_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             LOG.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
@@ -407,13 +408,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file next to ``path``, then ``os.replace`` (a crash leaves the old file)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from feature_extraction.h5 import FeatureFileError
 from localization.config import LocalizeConfig
 from localization.train import train
 from tal_common.annotations import AnnotationError
 from tal_common.config import ConfigError, add_config_args, load_config
+from tal_common.h5 import FeatureFileError
 
 
 def build_parser() -> argparse.ArgumentParser:

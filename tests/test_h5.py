@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from feature_extraction.h5 import ClipTiming, FeatureFileError, FeatureReader, write_file_attrs, write_video
+from tal_common.h5 import ClipTiming, FeatureFileError, FeatureReader, write_file_attrs, write_video
 
 TIMING = ClipTiming(
     source_fps=29.97, num_source_frames=300, duration_s=10.01, sample_fps=30.0, clip_len=8,

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from feature_extraction.h5 import FeatureFileError, FeatureReader, write_video
 from localization.data import (
     FeatureStats,
     build_entries,
@@ -23,6 +22,7 @@ from localization.data import (
 from localization.targets import bmn_targets
 from loc_synth import FEAT_DIM, HACS_CLASSES, make_ek100, make_hacs, timing
 from tal_common.annotations import read_annotations
+from tal_common.h5 import FeatureFileError, FeatureReader, write_video
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import h5py
 import numpy as np
+
+from tal_common.atomic import durable_replace
 
 FORMAT_VERSION = 1
 PACKAGE_VERSION = "0.1.0"
@@ -150,21 +151,6 @@ class VideoPartWriter:
         if self._file.id.valid:
             self._file.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def durable_replace(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, rename it onto ``final`` and fsync the directory: ``final`` is old or new, never partial."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(Path(final).parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def assemble_file(

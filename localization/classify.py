@@ -2,9 +2,11 @@
 
 - HACS / ActivityNet (``VideoClassifier``): one label distribution per video from mean+max pooled features;
   each proposal gets the video's top-k classes, score = proposal score x class probability.
-- EK100 (``SnippetClassifier``): verb and noun probabilities per bin (background is the last class of each
-  head); each proposal pools the foreground probabilities of the bins inside it and gets the top-k
+- EK100 (``SnippetClassifier`` with verb and noun sets): probabilities per bin (background is the last class of
+  each set); each proposal pools the foreground probabilities of the bins inside it and gets the top-k
   verb x noun pairs, score = proposal score x p_verb x p_noun.
+- THUMOS14 (``SnippetClassifier`` with one class set): each proposal gets the top-k pooled classes,
+  score = proposal score x p_class.
 """
 from __future__ import annotations
 
@@ -47,43 +49,38 @@ class VideoClassifier(nn.Module):
 
 
 class SnippetClassifier(nn.Module):
-    """``(B, C, T)`` -> per-bin verb logits ``(B, num_verbs + 1, T)`` and noun logits ``(B, num_nouns + 1, T)``.
+    """``(B, C, T)`` -> per-bin logits ``(B, n + 1, T)`` for each named class set (index ``n`` is background).
 
-    Two temporal convolutions (kernel 3) shared by a verb and a noun head; index ``num_verbs`` / ``num_nouns``
-    is background.
+    Two temporal convolutions (kernel 3) shared by one 1x1 head per class set, e.g. ``{"verb": 97, "noun": 300}``
+    for EK100 or ``{"label": 20}`` for THUMOS14. The batch holds each set's per-bin targets under its name.
     """
 
-    def __init__(
-        self, feat_dim: int, num_verbs: int, num_nouns: int, hidden_dim: int = 256, dropout: float = 0.1
-    ) -> None:
+    def __init__(self, feat_dim: int, class_sets: dict[str, int], hidden_dim: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
-        if num_verbs < 1 or num_nouns < 1:
-            raise ValueError(f"SnippetClassifier: need verbs and nouns, got {num_verbs}, {num_nouns}")
+        if not class_sets or any(n < 1 for n in class_sets.values()):
+            raise ValueError(f"SnippetClassifier: every class set needs at least one class, got {class_sets}")
         self.trunk = nn.Sequential(
             nn.Conv1d(feat_dim, hidden_dim, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, padding=1), nn.ReLU(inplace=True),
         )
-        self.verb = nn.Conv1d(hidden_dim, num_verbs + 1, kernel_size=1)
-        self.noun = nn.Conv1d(hidden_dim, num_nouns + 1, kernel_size=1)
+        self.heads = nn.ModuleDict({name: nn.Conv1d(hidden_dim, n + 1, kernel_size=1) for name, n in class_sets.items()})
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x (B, C, T)`` -> ``(verb_logits (B, V+1, T), noun_logits (B, N+1, T))``."""
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x (B, C, T)`` -> ``{name: logits (B, n + 1, T)}``."""
         h = self.trunk(x)
-        return self.verb(h), self.noun(h)
+        return {name: head(h) for name, head in self.heads.items()}
 
     @staticmethod
-    def loss(logits: tuple[torch.Tensor, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean of the verb and noun cross-entropies over the bins inside the video (``batch["valid"]``)."""
-        verb_logits, noun_logits = logits
+    def loss(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over class sets of the cross-entropy over the bins inside the video (``batch["valid"]``)."""
         valid = batch["valid"]
-        verb_loss = F.cross_entropy(verb_logits.transpose(1, 2)[valid], batch["verb"][valid])
-        noun_loss = F.cross_entropy(noun_logits.transpose(1, 2)[valid], batch["noun"][valid])
-        return 0.5 * (verb_loss + noun_loss)
+        losses = [F.cross_entropy(out.transpose(1, 2)[valid], batch[name][valid]) for name, out in logits.items()]
+        return torch.stack(losses).mean()
 
     @staticmethod
-    def probabilities(logits: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Softmax over classes: ``(B, V+1, T)``, ``(B, N+1, T)``."""
-        return logits[0].softmax(dim=1), logits[1].softmax(dim=1)
+    def probabilities(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Softmax over classes: ``{name: (B, n + 1, T)}``."""
+        return {name: out.softmax(dim=1) for name, out in logits.items()}
 
 
 def hacs_detections(
@@ -179,6 +176,37 @@ def ek100_detections(
         }
         for i in range(len(proposals))
         for j in range(best.shape[1])
+    ]
+    out.sort(key=lambda d: -d["score"])
+    return out
+
+
+def snippet_detections(
+    proposals: np.ndarray, probs: np.ndarray, centers: np.ndarray, labels: Sequence[str], top_k: int
+) -> list[dict]:
+    """Label proposals with the ``top_k`` classes of the per-bin probabilities pooled inside each.
+
+    Args:
+        proposals: ``(K, 3)`` ``[start_s, end_s, score]``.
+        probs: ``(G, C+1)`` per-bin class probabilities, background last.
+        centers: ``(G,)`` bin centre times (seconds).
+        labels: the ``C`` class names.
+
+    Returns:
+        ``K * top_k`` ActivityNet result dicts ``{"label", "score", "segment"}``, by decreasing score; pooled
+        foreground probabilities are renormalised, as for EK100.
+    """
+    if len(proposals) == 0:
+        return []
+    pooled = pool_in_segments(probs[:, :-1], centers, proposals[:, :2])
+    pooled /= np.maximum(pooled.sum(axis=1, keepdims=True), 1e-12)
+    k = min(top_k, pooled.shape[1])
+    top = np.argsort(-pooled, axis=1, kind="stable")[:, :k]
+    scores = proposals[:, 2:3] * np.take_along_axis(pooled, top, 1)
+    out = [
+        {"label": labels[top[i, j]], "score": float(scores[i, j]), "segment": [float(proposals[i, 0]), float(proposals[i, 1])]}
+        for i in range(len(proposals))
+        for j in range(k)
     ]
     out.sort(key=lambda d: -d["score"])
     return out

@@ -11,16 +11,16 @@ from typing import Literal
 
 @dataclass
 class DataConfig:
-    """How features become BMN inputs.
+    """How features become head inputs.
 
-    ``mode="hacs"``: every video is rescaled to ``tscale`` bins over its duration (``dscale`` defaults to
-    ``tscale``). ``mode="ek100"``: sliding windows of ``tscale`` bins of ``window_bin_s`` seconds, windows
-    ``window_overlap`` apart (fraction of a window); ``dscale`` should then be set (e.g. 100).
-    ``train_subset``/``val_subset`` name the annotation subsets (HACS JSON: ``training``/``validation``;
-    EK100 CSVs: ``train``/``validation``, taken from the file names).
+    ``task`` names the dataset protocol (``localization.tasks.TASKS``): ``hacs`` (HACS Segments / ActivityNet:
+    every video rescaled to ``tscale`` bins), ``ek100`` and ``thumos14`` (sliding windows of ``tscale`` bins of
+    ``window_bin_s`` seconds, ``window_overlap`` apart as a fraction of a window; set ``dscale``, e.g. 100).
+    ``dscale`` defaults to ``tscale``. ``train_subset``/``val_subset`` name the annotation subsets (JSON:
+    e.g. ``training``/``validation``; EK100 CSVs: ``train``/``validation``, taken from the file names).
     """
 
-    mode: Literal["hacs", "ek100"] = "hacs"
+    task: Literal["hacs", "ek100", "thumos14"] = "hacs"
     tscale: int = 100
     dscale: int | None = None
     window_bin_s: float = 0.2667
@@ -51,8 +51,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """BMN hyper-parameters (mmaction2 defaults)."""
+    """The proposal head (``localization.heads.HEADS``) and its hyper-parameters (BMN: mmaction2 defaults)."""
 
+    head: Literal["bmn"] = "bmn"
     num_samples: int = 32
     num_samples_per_bin: int = 3
     boundary_ratio: float = 0.5
@@ -94,7 +95,7 @@ class PostprocessConfig:
     overlaps above ``soft_nms_low + (soft_nms_high - soft_nms_low) * width`` (width normalised by the video's
     duration) by ``exp(-IoU^2 / soft_nms_alpha)``.
 
-    ``max_proposals`` is per video in HACS mode and per minute of video in EK100 mode.
+    ``max_proposals`` is per video for whole-video tasks (``hacs``) and per minute of video for windowed ones.
     """
 
     peak_ratio: float = 0.5
@@ -108,9 +109,10 @@ class PostprocessConfig:
 class ClassifierConfig:
     """The detection classifier trained next to BMN on the same features.
 
-    HACS: video-level (mean+max pooled features -> MLP -> softmax), ``top_k`` classes per proposal (default 2).
-    EK100: snippet-level verb and noun heads (with a background class), ``top_k`` verb x noun pairs per
-    proposal (default 5). ``num_verbs``/``num_nouns`` default to the largest id in the training CSV + 1.
+    ``hacs``: video-level (mean+max pooled features -> MLP -> softmax), ``top_k`` classes per proposal (default 2).
+    ``ek100``: snippet-level verb and noun heads (with a background class), ``top_k`` verb x noun pairs per
+    proposal (default 5); ``num_verbs``/``num_nouns`` default to the largest id in the training CSV + 1.
+    ``thumos14``: a snippet-level class head (with background), ``top_k`` classes per proposal (default 2).
     """
 
     hidden_dim: int = 256
@@ -119,12 +121,6 @@ class ClassifierConfig:
     top_k: int | None = None
     num_verbs: int | None = None
     num_nouns: int | None = None
-
-    def resolved_top_k(self, mode: str) -> int:
-        """``top_k`` or the mode's default (HACS 2, EK100 5)."""
-        if self.top_k is not None:
-            return self.top_k
-        return 2 if mode == "hacs" else 5
 
 
 @dataclass

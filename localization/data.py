@@ -1,17 +1,20 @@
-"""Feature datasets for BMN: annotated videos + the HDF5 features -> fixed-size windows and their targets.
+"""Feature datasets for the localizer: annotated videos + the HDF5 features -> fixed-size windows and their targets.
 
 Every BMN input is a *window*: ``tscale`` bins of ``bin_s`` seconds starting at ``start_s``; bin ``i`` is
 centred on ``start_s + (i + 0.5) * bin_s``. Features are linearly interpolated from the clip centre times
 (``ClipTiming.centers``) onto the bin centres; bins that fall outside ``[0, duration]`` are zero (after
 normalisation, i.e. the mean feature).
 
-- HACS / ActivityNet: one window per video, ``bin_s = duration / tscale`` (the video rescaled to ``tscale``).
-- EK100: sliding windows of fixed ``bin_s`` on a global grid (window ``k`` starts at bin ``k * step``), so
-  overlapping windows share bins and their outputs can be fused on the video's timeline.
+Which windows a video yields, which segments count in a window and what the classifier learns are the
+task's (``localization.tasks``); the geometry helpers they use live here:
 
-Targets are the BMN maps of the segments normalised to the window (``(seg - start_s) / (tscale * bin_s)``,
-clipped to ``[0, 1]``), plus the classifier targets (HACS: the video's label distribution; EK100: the
-verb/noun of each bin, background = the last class).
+- :func:`whole_video_windows`: one window per video, ``bin_s = duration / tscale`` (the video rescaled).
+- :func:`sliding_windows`: windows of fixed ``bin_s`` on a global grid (window ``k`` starts at bin ``k * step``),
+  so overlapping windows share bins and their outputs can be fused on the video's timeline.
+
+Head targets come from the head (``head.target_builder()``) applied to the window's segments in window units
+(``(seg - start_s) / (tscale * bin_s)``); classifier targets from the task. Only the feature rows a window
+needs are read (plus the interpolation neighbours), so an item costs the same on a 10-second or a 1-hour video.
 
 Video ids in the annotations match feature ids with or without the ``v_`` prefix. Annotated videos absent
 from the feature file are skipped and reported once (count and a few ids); malformed entries are errors.
@@ -20,22 +23,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from localization.targets import bmn_targets
 from tal_common.annotations import AnnotationSet
 from tal_common.h5 import ClipTiming, FeatureFileError, FeatureReader, read_timing
 
-LOG = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from localization.tasks.base import Task, Vocabulary
 
-Mode = Literal["hacs", "ek100"]
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,10 @@ def match_video_ids(wanted: Iterable[str], available: Iterable[str]) -> tuple[di
     return found, missing
 
 
-def build_entries(reader: FeatureReader, annotations: AnnotationSet, mode: Mode) -> list[VideoEntry]:
+def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task") -> list[VideoEntry]:
     """The videos of ``annotations`` that have features, in sorted id order, with their timing.
 
-    Durations: HACS takes the annotation's duration (the one the segments refer to); EK100 takes it from the
-    annotation when it came from a video-info file (``fps`` known), else the decoded duration stored with the
-    features. Missing videos are skipped with one warning; an entry without the timing attributes or with a
+    Durations come from ``task.duration`` (the annotation's or the decoded one). Missing videos are skipped with one warning; an entry without the timing attributes or with a
     wrong shape raises :class:`FeatureFileError` naming the file and video.
     """
     mapping, missing = match_video_ids(sorted(annotations.videos), reader.video_ids())
@@ -107,10 +107,7 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, mode: Mode)
                 raise FeatureFileError(f"{reader.path}: video {fid!r}: expected a (num_clips>0, dim) dataset")
             timing = read_timing(dset)
             ann = annotations.videos[vid]
-            if mode == "hacs" or ann.fps is not None:
-                duration = ann.duration if ann.duration > 0 else timing.duration_s
-            else:
-                duration = timing.duration_s
+            duration = task.duration(ann, timing)
             if not math.isfinite(duration) or duration <= 0:
                 raise FeatureFileError(f"{reader.path}: video {fid!r}: no usable duration ({duration})")
             segs = np.array([[s.start, s.end] for s in ann.segments], dtype=np.float64).reshape(-1, 2)
@@ -129,12 +126,12 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, mode: Mode)
     return entries
 
 
-def hacs_windows(entries: Sequence[VideoEntry], tscale: int) -> list[Window]:
+def whole_video_windows(entries: Sequence[VideoEntry], tscale: int) -> list[Window]:
     """One window per video covering ``[0, duration]`` with ``tscale`` equal bins."""
     return [Window(i, 0.0, e.duration / tscale) for i, e in enumerate(entries)]
 
 
-def ek100_windows(
+def sliding_windows(
     entries: Sequence[VideoEntry],
     tscale: int,
     bin_s: float,
@@ -236,35 +233,29 @@ def window_segments(entry: VideoEntry, window: Window, tscale: int, min_fraction
     return np.clip(segs[keep], 0.0, 1.0)
 
 
-def snippet_labels(
-    entry: VideoEntry, window: Window, tscale: int, num_verbs: int, num_nouns: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Verb and noun class of each bin, ``(T,)`` int64 each; background bins get ``num_verbs``/``num_nouns``.
+def snippet_classes(entry: VideoEntry, window: Window, tscale: int, classes: Sequence[int], background: int) -> np.ndarray:
+    """The class of each bin, ``(T,)`` int64: ``classes[k]`` of the segment containing the bin centre, else ``background``.
 
     A bin takes the shortest segment that contains its centre (the most specific action when they overlap).
     """
     times = bin_centers(window, tscale)
-    verbs = np.full(tscale, num_verbs, dtype=np.int64)
-    nouns = np.full(tscale, num_nouns, dtype=np.int64)
+    out = np.full(tscale, background, dtype=np.int64)
     order = np.argsort(-(entry.segments[:, 1] - entry.segments[:, 0]), kind="stable")  # longest first
     for k in order:
         start, end = entry.segments[k]
-        hit = (times >= start) & (times < end)
-        verbs[hit] = entry.verbs[k]
-        nouns[hit] = entry.nouns[k]
-    return verbs, nouns
+        out[(times >= start) & (times < end)] = classes[k]
+    return out
 
 
 class WindowDataset(Dataset):
-    """BMN windows with their targets (``with_targets``) or without (inference).
+    """Windows with their targets (``with_targets``) or without (inference).
 
     Items are dicts of tensors: ``features (C, T)``, ``valid (T,)`` (bin inside the video), ``index`` (window
-    index); with targets also ``iou_map (D, T)``, ``start (T,)``, ``end (T,)`` and the classifier targets:
-    HACS ``video_label (num_classes,)`` (the video's label distribution, by segment duration), EK100
-    ``verb (T,)``, ``noun (T,)`` (int64, background = ``num_verbs``/``num_nouns``).
+    index); with targets also the head's (``head_targets`` of the window's segments) and the task's classifier
+    targets (``task.classifier_targets``).
 
-    The feature file is opened lazily in each process that reads items (DataLoader workers included, whether
-    they are forked or spawned): an HDF5 handle is never shared across a fork.
+    The reader is a :class:`FeatureReader`, which reopens its file in each process (DataLoader workers included,
+    forked or spawned); only the rows a window needs are read.
     """
 
     def __init__(
@@ -272,32 +263,21 @@ class WindowDataset(Dataset):
         reader: FeatureReader,
         entries: Sequence[VideoEntry],
         windows: Sequence[Window],
-        mode: Mode,
-        tscale: int,
-        dscale: int,
+        task: "Task",
         stats: FeatureStats | None,
-        with_targets: bool,
-        class_index: dict[str, int] | None = None,
-        num_verbs: int = 0,
-        num_nouns: int = 0,
-        min_segment_fraction: float = 0.5,
+        head_targets: Callable[[np.ndarray], dict[str, np.ndarray]] | None,
+        vocab: "Vocabulary | None" = None,
     ) -> None:
-        self.path = reader.path
-        self._reader: FeatureReader | None = None
-        self._reader_pid = -1
+        self.reader = reader
         self.entries = list(entries)
         self.windows = list(windows)
-        self.mode = mode
-        self.tscale = tscale
-        self.dscale = dscale
+        self.task = task
+        self.tscale = task.data.tscale
         self.stats = stats
-        self.with_targets = with_targets
-        self.class_index = class_index or {}
-        self.num_verbs = num_verbs
-        self.num_nouns = num_nouns
-        self.min_segment_fraction = min_segment_fraction
-        if with_targets and mode == "hacs" and not self.class_index:
-            raise ValueError("WindowDataset: HACS targets need a class_index")
+        self.head_targets = head_targets
+        self.vocab = vocab
+        if head_targets is not None and vocab is None:
+            raise ValueError("WindowDataset: targets need the vocabulary")
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -305,9 +285,8 @@ class WindowDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         window = self.windows[index]
         entry = self.entries[window.video]
-        feats, timing = self._read(entry.feature_id)
         times = bin_centers(window, self.tscale)
-        x = interpolate_features(feats, timing.centers(len(feats)), times)
+        x = self.window_features(entry, times)
         if self.stats is not None:
             x = self.stats.apply(x)
         valid = (times >= 0) & (times <= entry.duration)
@@ -317,45 +296,31 @@ class WindowDataset(Dataset):
             "valid": torch.from_numpy(valid),
             "index": torch.tensor(index),
         }
-        if self.with_targets:
-            item.update(self._targets(entry, window))
+        if self.head_targets is not None:
+            targets = self.head_targets(self.task.window_segments(entry, window))
+            targets.update(self.task.classifier_targets(entry, window, self.vocab))
+            item.update({k: torch.from_numpy(v) for k, v in targets.items()})
         return item
 
-    def _read(self, feature_id: str) -> tuple[np.ndarray, ClipTiming]:
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = FeatureReader(self.path)
-            self._reader_pid = os.getpid()
-        return self._reader.read(feature_id)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_reader": None, "_reader_pid": -1}
-
-    def _targets(self, entry: VideoEntry, window: Window) -> dict[str, torch.Tensor]:
-        segs = window_segments(entry, window, self.tscale, self.min_segment_fraction)
-        if len(segs):
-            iou_map, start, end = bmn_targets(segs, self.tscale, self.dscale)
-        else:  # a window of pure background (EK100 validation): all-zero targets
-            iou_map = np.zeros((self.dscale, self.tscale), np.float32)
-            start = np.zeros(self.tscale, np.float32)
-            end = np.zeros(self.tscale, np.float32)
-        out = {"iou_map": torch.from_numpy(iou_map), "start": torch.from_numpy(start), "end": torch.from_numpy(end)}
-        if self.mode == "hacs":
-            out["video_label"] = torch.from_numpy(video_label_distribution(entry, self.class_index))
-        else:
-            verbs, nouns = snippet_labels(entry, window, self.tscale, self.num_verbs, self.num_nouns)
-            out["verb"] = torch.from_numpy(verbs)
-            out["noun"] = torch.from_numpy(nouns)
-        return out
+    def window_features(self, entry: VideoEntry, times: np.ndarray) -> np.ndarray:
+        """Features interpolated at ``times`` (increasing), ``(C, T)``, from the rows between the clips around them."""
+        centers = entry.timing.centers(entry.num_clips)
+        lo = max(int(np.searchsorted(centers, times[0], side="right")) - 1, 0)
+        hi = min(int(np.searchsorted(centers, times[-1], side="left")) + 1, entry.num_clips)
+        hi = max(hi, lo + 1)
+        rows = self.reader.read_rows(entry.feature_id, lo, hi)
+        return interpolate_features(rows, centers[lo:hi], times)
 
 
-def video_label_distribution(entry: VideoEntry, class_index: dict[str, int]) -> np.ndarray:
-    """``(num_classes,)`` float32: each label's share of the video's annotated time (uniform over segments when
-    all have zero length). Labels unknown to ``class_index`` are an error naming the video."""
-    out = np.zeros(len(class_index), dtype=np.float32)
-    spans = entry.segments[:, 1] - entry.segments[:, 0]
-    weights = spans if spans.sum() > 0 else np.ones_like(spans)
-    for label, w in zip(entry.labels, weights):
-        if label not in class_index:
-            raise ValueError(f"video {entry.video_id!r}: label {label!r} is not in the classifier's vocabulary")
-        out[class_index[label]] += w
-    return out / max(out.sum(), 1e-12)
+def make_dataset(
+    task: "Task",
+    reader: FeatureReader,
+    entries: list[VideoEntry],
+    stats: FeatureStats | None,
+    vocab: "Vocabulary",
+    head_targets: Callable[[np.ndarray], dict[str, np.ndarray]] | None,
+    training: bool,
+) -> WindowDataset:
+    """The task's windows of ``entries`` (``training``: the ones worth training on); with ``head_targets``
+    (a head's ``target_builder()``), items carry the head's and the task's targets."""
+    return WindowDataset(reader, entries, task.windows(entries, training), task, stats, head_targets, vocab)

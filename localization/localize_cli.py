@@ -1,4 +1,4 @@
-"""``localize``: run a trained BMN run on features and write official detection JSON.
+"""``localize``: run a trained localizer on features and write the task's official detection JSON.
 
 Example::
 
@@ -14,31 +14,33 @@ from pathlib import Path
 
 import torch
 
-from localization.infer import load_run, localize
-from tal_common.annotations import AnnotationError, read_annotations
+from localization.infer import localize
+from localization.model import CheckpointError, load_run
+from tal_common.annotations import AnnotationError
 from tal_common.atomic import write_json_atomic
 from tal_common.config import ConfigError
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="run folder written by train-localizer")
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file")
     parser.add_argument(
         "--annotations", type=Path, required=True,
         help="HACS/ActivityNet JSON or EK100 CSV: the videos to process and their durations",
     )
-    parser.add_argument("--subset", default="validation", help="annotation subset to process (default: validation)")
+    parser.add_argument("--subset", default="validation", help="annotation subset to process (JSON annotations)")
     parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="detections JSON to write")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint (default: best)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading the features")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of the run")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows per model batch")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers reading the features")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     parser.add_argument(
         "--sls", type=int, nargs=3, default=(2, 3, 4), metavar=("PT", "TL", "TD"),
-        help="EK100 supervision levels (pre-training, training labels, training data), each 0..5; default 2 3 4",
+        help="EK100 supervision levels (pre-training, training labels, training data), each 0..5",
     )
     return parser
 
@@ -51,18 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     try:
         run = load_run(args.run, args.checkpoint, device)
+        options = {"sls": tuple(args.sls)}
+        run.task.check_submission_options(options)
         if run.cfg.train.num_threads:
             torch.set_num_threads(run.cfg.train.num_threads)
-        video_info = args.video_info if run.cfg.data.mode == "ek100" else None
-        annotations = read_annotations(args.annotations, video_info=video_info).subset(args.subset)
+        annotations = run.task.read_split(args.annotations, args.subset, args.video_info)
         detections = localize(
             run, FeatureReader(args.features), annotations, batch_size=args.batch_size,
-            num_workers=args.num_workers, sls=tuple(args.sls), device=device,
+            num_workers=args.workers, options=options, device=device,
         )
         write_json_atomic(args.output, detections)
-    except (ConfigError, AnnotationError, FeatureFileError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("localize: interrupted; nothing was written (rerun the same command)", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(threads)
     count = sum(len(v) for v in detections["results"].values())

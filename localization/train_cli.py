@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from localization.config import LocalizeConfig
+from localization.model import CheckpointError
 from localization.train import train
 from tal_common.annotations import AnnotationError
 from tal_common.config import ConfigError, add_config_args, load_config
@@ -24,7 +25,8 @@ from tal_common.h5 import FeatureFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-localizer", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="train-localizer", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file (extract-features output)")
     parser.add_argument(
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
     parser.add_argument("--work-dir", type=Path, required=True, help="run folder, e.g. runs/NAME")
     parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoints/last.pt")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides train.device")
     return parser
 
 
@@ -47,16 +50,22 @@ def main(argv: list[str] | None = None) -> int:
         config_path = args.config
         if config_path is None and args.resume and (args.work_dir / "config.yaml").is_file():
             config_path = args.work_dir / "config.yaml"
-        cfg = load_config(LocalizeConfig, config_path, args.overrides)
+        overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
+        cfg = load_config(LocalizeConfig, config_path, overrides)
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         metrics = train(
             cfg, args.features, args.annotations, args.work_dir, resume=args.resume,
             val_annotations=args.val_annotations, video_info=args.video_info,
         )
-    except (ConfigError, AnnotationError, FeatureFileError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, FileExistsError,
+            ValueError, FloatingPointError) as exc:
         print(f"train-localizer: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"train-localizer: interrupted; the last finished epoch is kept: add --resume to the same command "
+              f"to continue ({args.work_dir})", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(threads)
         if dist.is_initialized():

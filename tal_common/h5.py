@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,23 +207,29 @@ def read_timing(dataset: h5py.Dataset) -> ClipTiming:
 
 
 class FeatureReader:
-    """Read-only access to a feature file, opened lazily so it can be pickled into DataLoader workers."""
+    """Read-only access to a feature file.
+
+    The HDF5 handle is opened lazily and reopened in any process other than the one that opened it, so one
+    reader can be pickled into DataLoader workers (forked or spawned) and never shares a handle across a fork.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FeatureFileError(f"feature file not found: {self.path}")
         self._file: h5py.File | None = None
+        self._pid = -1
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_file": None}
+        return {"path": self.path, "_file": None, "_pid": -1}
 
     def _handle(self) -> h5py.File:
-        if self._file is None:
+        if self._file is None or self._pid != os.getpid():
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as exc:
                 raise FeatureFileError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
+            self._pid = os.getpid()
         return self._file
 
     def video_ids(self) -> list[str]:
@@ -232,18 +239,36 @@ class FeatureReader:
     def __contains__(self, video_id: str) -> bool:
         return video_id in self._handle()
 
-    def read(self, video_id: str) -> tuple[np.ndarray, ClipTiming]:
-        """Features ``(num_clips, feature_dim)`` as float32 and their timing."""
+    def _dataset(self, video_id: str) -> h5py.Dataset:
         handle = self._handle()
         if video_id not in handle:
             raise FeatureFileError(f"{self.path}: no features for video {video_id!r}")
         dset = handle[video_id]
-        feats = np.asarray(dset[()], dtype=np.float32)
-        if feats.ndim != 2 or feats.shape[0] == 0:
-            raise FeatureFileError(f"{self.path}: video {video_id!r}: expected (num_clips, dim), got {feats.shape}")
+        if not isinstance(dset, h5py.Dataset) or dset.ndim != 2 or dset.shape[0] == 0:
+            raise FeatureFileError(f"{self.path}: video {video_id!r}: expected a (num_clips>0, dim) dataset")
+        return dset
+
+    def read(self, video_id: str) -> tuple[np.ndarray, ClipTiming]:
+        """Features ``(num_clips, feature_dim)`` as float32 and their timing."""
+        dset = self._dataset(video_id)
+        return self._checked(video_id, dset[()], 0), read_timing(dset)
+
+    def read_rows(self, video_id: str, start: int, stop: int) -> np.ndarray:
+        """Clips ``start .. stop - 1`` of one video, ``(stop - start, feature_dim)`` float32 (only those rows are read).
+
+        ``0 <= start < stop <= num_clips``; finiteness is checked on the rows read.
+        """
+        dset = self._dataset(video_id)
+        if not 0 <= start < stop <= dset.shape[0]:
+            raise FeatureFileError(f"{self.path}: video {video_id!r}: rows {start}..{stop} outside 0..{dset.shape[0]}")
+        return self._checked(video_id, dset[start:stop], start)
+
+    def _checked(self, video_id: str, rows: np.ndarray, first: int) -> np.ndarray:
+        feats = np.asarray(rows, dtype=np.float32)
         if not np.isfinite(feats).all():
-            raise FeatureFileError(f"{self.path}: video {video_id!r}: features contain NaN or inf")
-        return feats, read_timing(dset)
+            bad = first + int(np.flatnonzero(~np.isfinite(feats).all(axis=1))[0])
+            raise FeatureFileError(f"{self.path}: video {video_id!r}: features contain NaN or inf (clip {bad})")
+        return feats
 
     def file_attrs(self) -> dict[str, Any]:
         """The file-level provenance attributes."""
@@ -251,9 +276,10 @@ class FeatureReader:
 
     def close(self) -> None:
         """Close the underlying file (reopened on next access)."""
-        if self._file is not None:
+        if self._file is not None and self._pid == os.getpid():
             self._file.close()
-            self._file = None
+        self._file = None
+        self._pid = -1
 
 
 def _plain(value: Any) -> Any:

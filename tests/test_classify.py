@@ -4,6 +4,7 @@ import torch
 
 from localization.classify import (
     SnippetClassifier,
+    snippet_detections,
     VideoClassifier,
     ek100_detections,
     hacs_detections,
@@ -40,15 +41,16 @@ def test_video_classifier_loss_ignores_videos_without_segments():
 
 
 def test_snippet_classifier_shapes_and_masked_loss():
-    model = SnippetClassifier(8, num_verbs=4, num_nouns=6, hidden_dim=16)
+    model = SnippetClassifier(8, {"verb": 4, "noun": 6}, hidden_dim=16)
     x = torch.randn(2, 8, 10)
-    verb, noun = model(x)
+    out = model(x)
+    verb, noun = out["verb"], out["noun"]
     assert verb.shape == (2, 5, 10) and noun.shape == (2, 7, 10)
     valid = torch.ones(2, 10, dtype=torch.bool)
     valid[1, 7:] = False
     batch = {"valid": valid, "verb": torch.randint(0, 5, (2, 10)), "noun": torch.randint(0, 7, (2, 10))}
     batch["verb"][1, 7:] = 99  # invalid bins may hold anything: they are masked out
-    loss = SnippetClassifier.loss((verb, noun), batch)
+    loss = SnippetClassifier.loss(out, batch)
     flat_v = verb.transpose(1, 2)[valid]
     flat_n = noun.transpose(1, 2)[valid]
     want = 0.5 * (torch.nn.functional.cross_entropy(flat_v, batch["verb"][valid])
@@ -97,3 +99,15 @@ def test_ek100_detections_pick_best_verb_noun_pairs():
     assert {(d["verb"], d["noun"]) for d in dets if d["segment"] == [5.0, 10.0]} == {(0, 1), (0, 0)}
     assert all(isinstance(d["verb"], int) and isinstance(d["noun"], int) for d in dets)
     assert ek100_detections(np.zeros((0, 3)), verb, noun, centers, top_k=2) == []
+
+
+def test_snippet_detections_pool_the_bins_inside_each_proposal():
+    centers = np.arange(6) + 0.5  # bins [0,1), [1,2), ...
+    probs = np.zeros((6, 3))  # classes a, b, background
+    probs[:3] = [0.6, 0.2, 0.2]
+    probs[3:] = [0.1, 0.5, 0.4]
+    proposals = np.array([[0.0, 3.0, 0.5], [3.0, 6.0, 1.0]])
+    dets = snippet_detections(proposals, probs, centers, ["a", "b"], top_k=1)
+    # first proposal pools bins 0-2: a 0.6/0.8 = 0.75; second bins 3-5: b 0.5/0.6
+    assert [(d["label"], d["segment"]) for d in dets] == [("b", [3.0, 6.0]), ("a", [0.0, 3.0])]
+    np.testing.assert_allclose([d["score"] for d in dets], [0.5 / 0.6, 0.5 * 0.75])

@@ -51,7 +51,9 @@ def test_videos_to_map_report_beats_random_baseline(tmp_path):
     assert model_map > random_map + 5, (model_map, random_map)
     database = json.loads(gt.read_text())["database"]
     validation = sorted(v for v, entry in database.items() if entry["subset"] == "validation")
-    assert sorted(json.loads(detections.read_text())["results"]) == validation
+    submission = json.loads(detections.read_text())
+    assert sorted(submission["results"]) == validation
+    assert submission["external_data"]["used"] is False  # extract-features wrote features from random weights
 
 
 def test_chance_baseline_layouts(tmp_path):

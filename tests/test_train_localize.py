@@ -69,7 +69,7 @@ def hacs_run(tmp_path_factory):
 
 def test_hacs_run_folder(hacs_run):
     _, _, work, _ = hacs_run
-    assert (work / "config.yaml").read_text().startswith("data:\n  mode: hacs\n  tscale: 32\n")
+    assert (work / "config.yaml").read_text().startswith("data:\n  task: hacs\n  tscale: 32\n")
     assert "epoch 9:" in (work / "train.log").read_text()
     lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == list(range(10))
@@ -77,7 +77,7 @@ def test_hacs_run_folder(hacs_run):
     assert lines[-1]["loss"] < 0.5 * lines[0]["loss"]
     assert lines[8]["lr"] == pytest.approx(0.0003)  # x0.1 from epoch 8 (lr_steps [8])
     ckpt = torch.load(work / "checkpoints" / "best.pt", weights_only=True)
-    assert {"model", "classifier", "optimizer", "scheduler", "epoch", "config", "vocabulary", "feature_stats"} <= set(ckpt)
+    assert {"head", "classifier", "epoch", "score", "config", "vocabulary", "feature_stats"} <= set(ckpt)
     assert ckpt["vocabulary"]["labels"] == ["jump", "run", "swim"]
     assert not list((work / "checkpoints").glob(".*tmp*"))
 
@@ -120,7 +120,7 @@ def test_resume_gives_the_same_weights(tmp_path):
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
-    for part in ("model", "classifier"):
+    for part in ("head", "classifier"):
         for key, value in a[part].items():
             assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
     assert a["scheduler"] == b["scheduler"]
@@ -170,7 +170,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
     assert localize_cli.main(["--run", str(tmp_path / "nope"), "--features", str(h5_path), "--annotations",
                               str(ann_path), "-o", str(tmp_path / "x.json")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "no such run folder" in capsys.readouterr().err
 
 
 def test_ddp_two_ranks_on_cpu(tmp_path):

@@ -1,0 +1,148 @@
+"""The localizer (a proposal head and the task's classifier on the same window features) and its checkpoints.
+
+A checkpoint (``runs/NAME/checkpoints/*.pt``) is a plain dict of tensors and containers, loadable with
+``torch.load(weights_only=True)``: ``head`` and ``classifier`` state dicts, ``config`` (the resolved
+:class:`LocalizeConfig` as a dict), ``feat_dim``, ``vocabulary``, ``feature_stats``, plus the training state
+(``optimizer``, ``scheduler``, ``epoch``, ``best``, ``rng``, ``metrics``) that ``--resume`` restores.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from localization.config import LocalizeConfig
+from localization.data import FeatureStats
+from localization.heads import HEADS, Head, HeadOutputs
+from localization.tasks import Task, Vocabulary, make_task
+from tal_common.config import ConfigError, load_config
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and what was expected."""
+
+
+class Localizer(nn.Module):
+    """A proposal head and a classifier side by side on window features ``(B, C, T)``."""
+
+    def __init__(self, head: Head, classifier: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> tuple[HeadOutputs, Any]:
+        """``x (B, C, T)`` -> ``(head outputs, classifier output)``."""
+        return self.head(x), self.classifier(x)
+
+
+def build_localizer(cfg: LocalizeConfig, task: Task, feat_dim: int, vocab: Vocabulary) -> Localizer:
+    """The head named by ``cfg.model.head`` and the task's classifier for ``feat_dim``-channel features."""
+    m = cfg.model
+    head = HEADS[m.head](
+        feat_dim, cfg.data.tscale, cfg.data.resolved_dscale, num_samples=m.num_samples,
+        num_samples_per_bin=m.num_samples_per_bin, boundary_ratio=m.boundary_ratio,
+        hidden_dim_1d=m.hidden_dim_1d, hidden_dim_2d=m.hidden_dim_2d, hidden_dim_3d=m.hidden_dim_3d,
+    )
+    return Localizer(head, task.build_classifier(feat_dim, vocab))
+
+
+def stats_to_dict(stats: FeatureStats | None) -> dict[str, list[float]] | None:
+    """Checkpoint form of the feature statistics."""
+    return None if stats is None else {"mean": stats.mean.tolist(), "std": stats.std.tolist()}
+
+
+def stats_from_dict(data: dict[str, list[float]] | None) -> FeatureStats | None:
+    """Inverse of :func:`stats_to_dict`."""
+    if data is None:
+        return None
+    return FeatureStats(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
+
+
+def load_checkpoint_file(path: Path, what: str = "train-localizer checkpoint") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and what was expected.
+
+    Pickled code is never executed: a file that needs anything beyond tensors and plain containers is refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a {what} file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected a {what})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None and not zipfile.is_zipfile(path):
+            raise CheckpointError(f"{path}: not a readable {what} (not a file written by torch.save)") from None
+        what_else = f" (e.g. {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path}: not a {what}: it holds objects other than tensors and plain containers{what_else}; "
+            "it was not loaded and none of its code was run"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a {what} (holds a {type(state).__name__}, expected a dict)")
+    return state
+
+
+@dataclass
+class TrainedRun:
+    """What inference needs from a checkpoint: config, task, model, vocabulary, feature statistics."""
+
+    cfg: LocalizeConfig
+    task: Task
+    model: Localizer
+    vocab: Vocabulary
+    stats: FeatureStats | None
+    checkpoint: Path
+    feat_dim: int
+
+
+def load_run(run_dir: Path, which: str = "best", device: torch.device | str = "cpu") -> TrainedRun:
+    """Load ``run_dir/checkpoints/{which}.pt`` (falls back to ``last.pt`` when ``best.pt`` is absent)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder (train-localizer --work-dir writes one)")
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if not path.is_file() and which == "best":
+        path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint at checkpoints/{which}.pt (is this a train-localizer run folder?)")
+    return run_from_state(load_checkpoint_file(path), path, device)
+
+
+def run_from_state(state: dict[str, Any], path: Path, device: torch.device | str = "cpu") -> TrainedRun:
+    """Rebuild the model of a loaded checkpoint dict (``path`` names it in errors)."""
+    missing = [k for k in ("config", "vocabulary", "feat_dim", "head", "classifier", "feature_stats") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a train-localizer checkpoint (missing {', '.join(missing)})")
+    cfg = config_from_dict(state["config"], path)
+    task = make_task(cfg)
+    vocab = Vocabulary.from_dict(state["vocabulary"])
+    feat_dim = int(state["feat_dim"])
+    model = build_localizer(cfg, task, feat_dim, vocab)
+    try:
+        model.head.load_state_dict(state["head"])
+        model.classifier.load_state_dict(state["classifier"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return TrainedRun(cfg, task, model, vocab, stats_from_dict(state["feature_stats"]), path, feat_dim)
+
+
+def config_from_dict(data: dict[str, Any], origin: Path) -> LocalizeConfig:
+    """Rebuild the typed config stored in a checkpoint, through the same validation as a YAML file."""
+    overrides = [f"{section}={json.dumps(values)}" for section, values in data.items()]
+    try:
+        return load_config(LocalizeConfig, overrides=overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: stored config does not fit this version: {exc}") from exc

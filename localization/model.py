@@ -2,7 +2,8 @@
 
 A checkpoint (``runs/NAME/checkpoints/*.pt``) is a plain dict of tensors and containers, loadable with
 ``torch.load(weights_only=True)``: ``head`` and ``classifier`` state dicts, ``config`` (the resolved
-:class:`LocalizeConfig` as a dict), ``feat_dim``, ``vocabulary``, ``feature_stats``, plus the training state
+:class:`LocalizeConfig` as a dict), ``feat_dim``, ``vocabulary``, ``feature_stats``, ``features`` (the feature file's provenance: backbone, weights,
+their sha256 and the extraction config, so ``detect`` extracts matching features), plus the training state
 (``optimizer``, ``scheduler``, ``epoch``, ``best``, ``rng``, ``metrics``) that ``--resume`` restores.
 """
 from __future__ import annotations
@@ -105,6 +106,7 @@ class TrainedRun:
     stats: FeatureStats | None
     checkpoint: Path
     feat_dim: int
+    features: dict[str, str]
 
 
 def load_run(run_dir: Path, which: str = "best", device: torch.device | str = "cpu") -> TrainedRun:
@@ -136,7 +138,8 @@ def run_from_state(state: dict[str, Any], path: Path, device: torch.device | str
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
-    return TrainedRun(cfg, task, model, vocab, stats_from_dict(state["feature_stats"]), path, feat_dim)
+    features = dict(state.get("features", {}))
+    return TrainedRun(cfg, task, model, vocab, stats_from_dict(state["feature_stats"]), path, feat_dim, features)
 
 
 def config_from_dict(data: dict[str, Any], origin: Path) -> LocalizeConfig:

@@ -57,7 +57,8 @@ from tal_common.config import config_to_dict, config_to_yaml
 from tal_common.h5 import FeatureReader
 
 LOG = logging.getLogger(__name__)
-BEST_KEYS = ("head", "classifier", "config", "feat_dim", "vocabulary", "feature_stats")
+BEST_KEYS = ("head", "classifier", "config", "feat_dim", "vocabulary", "feature_stats", "features")
+PROVENANCE_KEYS = ("backbone", "weights", "weights_sha256", "config", "format_version")
 
 
 @dataclass
@@ -185,6 +186,8 @@ def _train(
     if cfg.data.normalize and stats is None:
         stats = compute_feature_stats(reader, train_entries)
     model = build_localizer(cfg, task, feat_dim, vocab).to(env.device)
+    attrs = reader.file_attrs()
+    provenance = {key: str(attrs[key]) for key in PROVENANCE_KEYS if key in attrs}  # how the features were made
     train_set = make_dataset(task, reader, train_entries, stats, vocab, model.head.target_builder(), training=True)
     if len(train_set) == 0:
         raise ValueError(f"{annotations}: no training windows (windowed tasks: no window of {cfg.data.tscale} bins holds a whole action)")
@@ -259,6 +262,7 @@ def _train(
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch, "best": best, "metrics": history, "config": config_to_dict(cfg), "feat_dim": feat_dim,
                 "vocabulary": vocab.to_dict(), "feature_stats": stats_to_dict(stats), "rng": _rng_state(),
+                "features": provenance,
             }
             _save(checkpoint, ckpt_dir / "last.pt")  # the commit point
             _derive_outputs(checkpoint, work_dir)

@@ -80,6 +80,23 @@ def test_hacs_run_folder(hacs_run):
     assert {"head", "classifier", "epoch", "score", "config", "vocabulary", "feature_stats"} <= set(ckpt)
     assert ckpt["vocabulary"]["labels"] == ["jump", "run", "swim"]
     assert not list((work / "checkpoints").glob(".*tmp*"))
+    assert "best.pt keeps the epoch with the lowest validation loss" in (work / "train.log").read_text()
+    assert ckpt["epoch"] == min(lines, key=lambda m: m["val_loss"])["epoch"]
+    config = (work / "config.yaml").read_text()
+    assert f"features: {(work.parent / 'feats.h5').resolve()}  (sha256 " in config
+
+
+def test_tensorboard_scalars_beside_metrics(hacs_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, work, _ = hacs_run
+    events = EventAccumulator(str(work / "tensorboard"))
+    events.Reload()
+    lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "val_loss", "lr", "tem"):
+        scalars = events.Scalars(key)
+        assert [s.step for s in scalars] == list(range(10))
+        np.testing.assert_allclose([s.value for s in scalars], [m[key] for m in lines], rtol=1e-6)
 
 
 def test_hacs_detections_layout_and_quality(hacs_run):

@@ -196,7 +196,7 @@ def read_ek100_csv(path: str | Path, video_info: str | Path | None = None) -> An
     missing = [c for c in EK100_REQUIRED if c not in table.columns]
     if missing:
         raise AnnotationError(f"{path}: missing column(s) {missing}; expected the EK100 columns {list(EK100_COLUMNS)}")
-    info = _read_video_info(Path(video_info)) if video_info is not None else {}
+    info = read_video_info(video_info) if video_info is not None else {}
     subset = _ek100_subset(path.name)
     per_video: dict[str, list[Segment]] = {}
     for row in table.itertuples(index=False):
@@ -230,7 +230,9 @@ def read_ek100_classes(path: str | Path) -> list[str]:
     return [str(k) for k in table["key"]]
 
 
-def _read_video_info(path: Path) -> dict[str, tuple[float, float]]:
+def read_video_info(path: str | Path) -> dict[str, tuple[float, float]]:
+    """``EPIC_100_video_info.csv`` (``video_id,duration,fps,...``): video id -> (duration in seconds, fps)."""
+    path = Path(path)
     table = _read_csv(path)
     for col in ("video_id", "duration", "fps"):
         if col not in table.columns:

@@ -435,38 +435,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def sampling_from_args(a: argparse.Namespace) -> Sampling | None:
-    """The clip timing: a preset (the format's default), optionally overridden, or all four options."""
-    given = {k: getattr(a, k) for k in ("fps", "clip_len", "frame_interval", "stride", "crops") if getattr(a, k) is not None}
+    """The clip timing: a preset (the format's default; ``--crops``/``--backbone`` may still be set) or all four
+    of ``--fps --clip-len --frame-interval --stride``; ``None`` for formats timed by the durations."""
+    given = {k: getattr(a, k) for k in ("fps", "clip_len", "frame_interval", "stride") if getattr(a, k) is not None}
+    flags = " ".join(f"--{k.replace('_', '-')}" for k in given)
     if a.fmt in TIMING_FROM_DURATIONS:
-        if given or a.preset:
+        if given or a.preset or a.crops:
             raise ImportInputError(f"--format {a.fmt}: the timing comes from each video's duration; drop --preset/--fps/--clip-len/--frame-interval/--stride/--crops")
         return None
     preset = a.preset or DEFAULT_PRESET.get(a.fmt)
     if preset is not None:
-        base = PRESETS[preset]
-        sampling = replace(base, **{("sample_fps" if k == "fps" else k): v for k, v in given.items()})
-        if {"clip_len", "frame_interval", "stride", "fps"} & set(given):
-            sampling = replace(sampling, first_center_frames=_default_center(sampling))
+        if given:
+            raise ImportInputError(f"preset {preset!r} fixes the clip timing; drop {flags} (or give all four without a preset)")
+        sampling = PRESETS[preset]
     else:
         missing = [f"--{k.replace('_', '-')}" for k in ("fps", "clip_len", "frame_interval", "stride") if k not in given]
         if missing:
             raise ImportInputError(f"--format {a.fmt}: give the clip timing with --preset or {' '.join(missing)}")
-        sampling = Sampling(given["fps"], given["clip_len"], given["frame_interval"], given["stride"], Fraction(0),
-                            crops=given.get("crops", 1))
-        sampling = replace(sampling, first_center_frames=_default_center(sampling))
-    for name in ("clip_len", "frame_interval", "stride", "crops"):
-        if getattr(sampling, name) < 1:
-            raise ImportInputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(sampling, name)}")
-    if sampling.sample_fps <= 0:
-        raise ImportInputError(f"--fps must be > 0, got {sampling.sample_fps}")
+        if given["fps"] <= 0 or min(given["clip_len"], given["frame_interval"], given["stride"]) < 1:
+            raise ImportInputError(f"--fps must be > 0 and --clip-len/--frame-interval/--stride >= 1, got {given}")
+        sampling = Sampling(given["fps"], given["clip_len"], given["frame_interval"], given["stride"],
+                            Fraction(given["clip_len"] * given["frame_interval"], 2))  # our centring: half a window in
+    if a.crops is not None:
+        if a.crops < 1:
+            raise ImportInputError(f"--crops must be >= 1, got {a.crops}")
+        sampling = replace(sampling, crops=a.crops)
     if a.backbone:
         sampling = replace(sampling, backbone=a.backbone)
     return sampling
-
-
-def _default_center(sampling: Sampling) -> Fraction:
-    """Our extraction's convention: a clip is centred half its window after its start."""
-    return Fraction(sampling.clip_len * sampling.frame_interval, 2)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -312,3 +312,17 @@ def test_plain_pickle_of_an_array_still_loads(tmp_path):
     with pytest.raises(ImportInputError, match="expected a tensor or a numeric array, got list"):
         (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2]))
         load_array_file(tmp_path / "list.pkl")
+
+
+def test_preset_fixes_the_timing(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", np.ones((3, 4), np.float32))
+    ann = _hacs_json(tmp_path / "gt.json", {"a": 3.0})
+    assert main(["import", str(src), "-o", str(tmp_path / "f.h5"), "--format", "npy", "--preset", "tadaconv-ek100",
+                 "--stride", "4", "--annotations", str(ann)]) == 2
+    assert "preset 'tadaconv-ek100' fixes the clip timing; drop --stride" in capsys.readouterr().err
+    assert main(["import", str(src), "-o", str(tmp_path / "f.h5"), "--format", "npy", "--preset", "tadaconv-ek100",
+                 "--crops", "1", "--annotations", str(ann)]) == 0
+    _, t = _read(tmp_path / "f.h5")["a"]
+    assert (t.crops, t.first_center_s, t.stride_s) == (1, 7 / 60, 8 / 60)

@@ -326,3 +326,17 @@ def test_preset_fixes_the_timing(tmp_path, capsys):
                  "--crops", "1", "--annotations", str(ann)]) == 0
     _, t = _read(tmp_path / "f.h5")["a"]
     assert (t.crops, t.first_center_s, t.stride_s) == (1, 7 / 60, 8 / 60)
+
+
+def test_mmaction_csv_span_is_the_feature_frames(tmp_path):
+    """Features covering 24 of 30 frames (``feature_frame`` < ``duration_frame``) span 0.8 s of the 1 s video."""
+    ann = json.loads((DATA / "mmaction2" / "anet_anno_test.json").read_text())
+    ann["v_test1"]["feature_frame"] = 24
+    path = tmp_path / "anet_anno_val.json"
+    path.write_text(json.dumps(ann))
+    out = tmp_path / "f.h5"
+    assert main(["import", str(DATA / "mmaction2" / "v_test1.csv"), "-o", str(out), "--format", "mmaction-csv",
+                 "--annotations", str(path)]) == 0
+    _, t = _read(out)["v_test1"]
+    np.testing.assert_allclose(t.centers(5), np.arange(5) / 5 * (24 / 30 * 1.0))
+    assert t.duration_s == 1.0

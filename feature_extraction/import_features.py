@@ -201,12 +201,13 @@ def _files(sources: Sequence[Path], suffix: str) -> dict[str, Path]:
     return found
 
 
-def _as_clips(array: np.ndarray, path: Path, channels_first: bool) -> np.ndarray:
-    """Check a per-video array: 2-D, non-empty, finite; ``(T, C)`` (transposed from ``(C, T)`` if asked)."""
+def _as_clips(array: np.ndarray, where: str | Path, channels_first: bool) -> np.ndarray:
+    """Check a per-video array (from ``where``, named in errors): 2-D, non-empty, finite; returns ``(T, C)``
+    (transposed from ``(C, T)`` if asked)."""
     if array.ndim != 2 or 0 in array.shape:
-        raise ImportInputError(f"{path}: expected a 2-D (T, C) array, got shape {array.shape}")
+        raise ImportInputError(f"{where}: expected a 2-D (T, C) array, got shape {array.shape}")
     if not np.isfinite(array).all():
-        raise ImportInputError(f"{path}: features contain NaN or inf")
+        raise ImportInputError(f"{where}: features contain NaN or inf")
     return np.ascontiguousarray(array.T if channels_first else array, dtype=np.float32)
 
 
@@ -260,8 +261,7 @@ def _read_tsp_h5(sources: Sequence[Path], sampling: Sampling | None, durations: 
                 if vid in seen:
                     raise ImportInputError(f"video {vid!r} appears twice: {seen[vid]} and {path}")
                 seen[vid] = path
-                where = Path(f"{path}: video {vid!r}")
-                feats = _as_clips(np.asarray(handle[vid][()], dtype=np.float32), where, channels_first)
+                feats = _as_clips(np.asarray(handle[vid][()], dtype=np.float32), f"{path}: video {vid!r}", channels_first)
                 duration, fps = durations.lookup(vid, str(path))
                 yield ImportedVideo(vid, feats, _timing(sampling, duration, fps))
 
@@ -321,7 +321,7 @@ def _read_ek100_chunks(sources: Sequence[Path], sampling: Sampling | None, durat
                 block, note = block[:-1], f"dropped the extra last row of {path.name}"
             elif len(block) != expected:
                 raise ImportInputError(f"{path}: {len(block)} rows, but {expected} clips are centred in "
-                                   f"[{start / 1000:g}, {end / 1000:g}] s at this timing")
+                                       f"[{start / 1000:g}, {end / 1000:g}] s at this timing")
             if blocks and block.shape[1] != blocks[0].shape[1]:
                 raise ImportInputError(f"{path}: {block.shape[1]} channels, but {parts[0][2].name} has {blocks[0].shape[1]}")
             blocks.append(block)
@@ -339,14 +339,14 @@ def _check_contiguous(vid: str, parts: list[tuple[int, int, Path]], duration: fl
     for (_, prev_end, prev), (start, _, path) in zip(parts, parts[1:]):
         if start > prev_end:
             raise ImportInputError(f"video {vid!r}: missing chunk between {prev.name} and {path.name}: "
-                               f"no features for [{prev_end / 1000:g}, {start / 1000:g}] s")
+                                   f"no features for [{prev_end / 1000:g}, {start / 1000:g}] s")
         if start < prev_end:
             raise ImportInputError(f"video {vid!r}: chunks overlap: {prev.name} ends at {prev_end / 1000:g} s, "
-                               f"{path.name} starts at {start / 1000:g} s")
+                                   f"{path.name} starts at {start / 1000:g} s")
     last_end = parts[-1][1] / 1000
     if duration - last_end > 0.2 + 1e-3:
         raise ImportInputError(f"video {vid!r}: chunks end at {last_end:g} s ({parts[-1][2].name}) but the video lasts "
-                           f"{duration:g} s: its last chunk(s) are missing")
+                               f"{duration:g} s: its last chunk(s) are missing")
 
 
 FORMATS: dict[str, Reader] = {
@@ -369,7 +369,7 @@ def load_durations(annotations: Path | None, video_info: Path | None) -> Duratio
     """Durations from an annotation file (EK100 CSVs take ``video_info``) or from ``video_info`` alone."""
     if annotations is None and video_info is None:
         raise ImportInputError("durations are needed: pass --annotations (HACS/ActivityNet/mmaction2 JSON or EK100 CSV) "
-                           "or --video-info (EPIC_100_video_info.csv layout)")
+                               "or --video-info (EPIC_100_video_info.csv layout)")
     if annotations is None:
         return Durations(read_video_info(video_info), str(video_info), {})
     ann = read_annotations(annotations, video_info=video_info)
@@ -408,7 +408,7 @@ def import_features(
                     dims = (video.features.shape[1], video.video_id)
                 elif video.features.shape[1] != dims[0]:
                     raise ImportInputError(f"video {video.video_id!r}: {video.features.shape[1]} channels, "
-                                       f"but video {dims[1]!r} has {dims[0]} (ragged feature dims)")
+                                           f"but video {dims[1]!r} has {dims[0]} (ragged feature dims)")
                 write_video(h5, video.video_id, video.features, video.timing)
                 written.append((video.video_id, len(video.features), video.note))
 

@@ -84,7 +84,7 @@ def test_channels_first_and_video_info_fps(tmp_path):
     assert (t.source_fps, t.num_source_frames, t.crops, t.first_center_s) == (59.94, round(2.5 * 59.94), 3, 32 / 60)
 
 
-def test_tsp_flat_h5(tmp_path):
+def test_tsp_flat_h5(tmp_path, capsys):
     rng = np.random.default_rng(1)
     src = tmp_path / "tsp.h5"
     feats = dict(zip(["v1", "v2"], _arrays(rng, [(4, 3), (9, 3)])))
@@ -99,6 +99,11 @@ def test_tsp_flat_h5(tmp_path):
     for vid, arr in feats.items():
         np.testing.assert_array_equal(got[vid][0], arr)
         assert got[vid][1].stride_s == 8 / 15 and got[vid][1].first_center_s == 8 / 15
+    with h5py.File(src, "a") as f:
+        f["v2"][3, 1] = np.inf
+    assert main(["import", str(src), "-o", str(out), "--format", "tsp-h5", "--annotations", str(ann),
+                 "--fps", "15", "--clip-len", "16", "--frame-interval", "1", "--stride", "8"]) == 2
+    assert f"{src}: video 'v2': features contain NaN or inf" in capsys.readouterr().err
 
 
 def test_mmaction_csv_matches_mmaction2_loader(tmp_path):

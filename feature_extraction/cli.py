@@ -5,6 +5,8 @@ Usage::
     extract-features VIDEO_DIR [VIDEO_DIR ...] -o features.h5 --preset hacs [--weights PATH] ...
     extract-features inspect features.h5
     extract-features verify features.h5 --videos VIDEO_DIR
+    extract-features import SRC -o features.h5 --format FORMAT ...   (see feature_extraction/import_features.py)
+    extract-features export features.h5 --format npy -o DIR          (see feature_extraction/export_features.py)
 
 Run under ``torchrun --nproc_per_node=N -m feature_extraction.cli ...`` to shard the videos across
 ranks. How a run survives crashes:
@@ -34,6 +36,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from feature_extraction import export_features, import_features
 from feature_extraction.config import PRESETS, ExtractConfig, feature_identity, make_sampler, preset_path, resolve_config
 from feature_extraction.dataset import VideoWork
 from feature_extraction.pipeline import Failure, extract_videos, load_model, model_threads, record_failure
@@ -44,7 +47,7 @@ from tal_common.atomic import durable_replace
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.h5 import FeatureReader, assemble_file
 
-SUBCOMMANDS = ("extract", "inspect", "verify")
+SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
 
 
 # --------------------------------------------------------------------------- argument parsing
@@ -100,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "verify":
             a = _verify_parser().parse_args(args)
             return verify_file(a.features, a.videos, a.video_list, a.workers, a.probe_timeout_s)
+        if command == "import":
+            return import_features.main(args)
+        if command == "export":
+            return export_features.main(args)
         return run_extract(_extract_parser().parse_args(args))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"extract-features: error: {exc}", file=sys.stderr)

@@ -1,9 +1,15 @@
-"""Annotation readers: HACS / ActivityNet JSON and Epic-Kitchens-100 CSV into one typed form.
+"""Annotation readers: HACS / ActivityNet JSON, mmaction2's ActivityNet JSON and Epic-Kitchens-100 CSV into one typed form.
 
-Both formats become an :class:`AnnotationSet` of :class:`VideoAnnotation` with segments in seconds.
+All formats become an :class:`AnnotationSet` of :class:`VideoAnnotation` with segments in seconds.
 Segments are kept exactly as the files give them (zero-length segments and segments that end after
 the video's duration occur in the real files and the official evaluators keep them); consumers clip
 where their algorithm needs it.
+
+The two JSON layouts are told apart by content: the official file has a top-level ``database``; mmaction2's
+``anet_anno_{train,val,test,full}.json`` (written by its ``tools/data/activitynet/process_annotations.py``) maps
+video ids straight to entries with ``duration_second``, ``duration_frame``, ``feature_frame`` and
+``annotations``. It has no subset field: the subset comes from the file name (``train`` -> ``training``,
+``val`` -> ``validation``, ``test`` -> ``testing``, else ``full``).
 
 EK100 segments come from ``start_timestamp``/``stop_timestamp`` (``HH:MM:SS.ss``); the frame
 columns index 50/60 fps frame dumps, not the videos, and are not used. ``narration_timestamp`` is
@@ -72,7 +78,7 @@ class AnnotationSet:
 
 
 def read_annotations(path: str | Path, video_info: str | Path | None = None) -> AnnotationSet:
-    """Read a HACS/ActivityNet ``.json`` or an EK100 ``.csv`` (``video_info`` applies to EK100 only)."""
+    """Read a HACS/ActivityNet or mmaction2 ``.json`` or an EK100 ``.csv`` (``video_info`` applies to EK100 only)."""
     path = Path(path)
     if path.suffix.lower() == ".json":
         return read_activitynet_json(path)
@@ -82,17 +88,27 @@ def read_annotations(path: str | Path, video_info: str | Path | None = None) -> 
 
 
 def read_activitynet_json(path: str | Path) -> AnnotationSet:
-    """Read HACS Segments / ActivityNet ground truth (``database`` of videos with ``annotations``).
-
-    ``duration`` may be a string (HACS) or a number (ActivityNet).
+    """Read HACS Segments / ActivityNet ground truth: the official layout (``database`` of videos with
+    ``annotations``; ``duration`` a string (HACS) or a number (ActivityNet)) or mmaction2's, told apart by content.
     """
     path = Path(path)
+    data = _load_json(path)
+    if isinstance(data, dict) and "database" not in data and _looks_like_mmaction(data):
+        return _parse_mmaction_json(data, path)
+    return _parse_official_json(data, path)
+
+
+def _load_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _parse_official_json(data: Any, path: Path) -> AnnotationSet:
+    """The official HACS/ActivityNet layout, already parsed from ``path`` (named in errors)."""
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
         raise AnnotationError(f"{path}: missing the top-level 'database' mapping")
     videos: dict[str, VideoAnnotation] = {}
@@ -109,6 +125,47 @@ def read_activitynet_json(path: str | Path) -> AnnotationSet:
             duration = max((s.end for s in segments), default=0.0)
         videos[vid] = VideoAnnotation(vid, duration, str(entry["subset"]), segments)
     return AnnotationSet(videos, _labels_in(videos.values()), str(path))
+
+
+def _looks_like_mmaction(data: dict) -> bool:
+    """An mmaction2 ``anet_anno_*.json``: every entry is a mapping with ``duration_second`` (checked on the first)."""
+    first = next(iter(data.values()), None)
+    return isinstance(first, dict) and "duration_second" in first
+
+
+def _parse_mmaction_json(data: dict, path: Path) -> AnnotationSet:
+    """mmaction2's ActivityNet layout ``{video: {duration_second, duration_frame, feature_frame, annotations, ...}}``.
+
+    ``duration`` is ``duration_second``; ``fps`` is ``duration_frame / duration_second`` (the frame rate the
+    frame counts use). ``feature_frame`` (the frames the features cover) is kept in ``extra["feature_frame"]``.
+    """
+    subset = _mmaction_subset(path.name)
+    videos: dict[str, VideoAnnotation] = {}
+    feature_frames: dict[str, int] = {}
+    for vid, entry in data.items():
+        where = f"{path}: video {vid!r}"
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{where}: entry must be a mapping")
+        for key in ("duration_second", "duration_frame", "annotations"):
+            if key not in entry:
+                raise AnnotationError(f"{where}: missing field '{key}' (mmaction2 ActivityNet annotation layout)")
+        duration = _number(entry["duration_second"], f"{where}, field 'duration_second'")
+        frames = _number(entry["duration_frame"], f"{where}, field 'duration_frame'")
+        if not duration > 0 or not frames > 0:
+            raise AnnotationError(f"{where}: fields 'duration_second' and 'duration_frame' must be > 0, got {duration}, {frames}")
+        if "feature_frame" in entry:
+            feature_frames[vid] = int(_number(entry["feature_frame"], f"{where}, field 'feature_frame'"))
+        segments = tuple(_anet_segment(ann, f"{where}, annotation {i}") for i, ann in enumerate(entry["annotations"]))
+        videos[vid] = VideoAnnotation(vid, duration, subset, segments, fps=frames / duration)
+    return AnnotationSet(videos, _labels_in(videos.values()), str(path), {"feature_frame": feature_frames})
+
+
+def _mmaction_subset(name: str) -> str:
+    lowered = name.lower()
+    for key, subset in (("train", "training"), ("val", "validation"), ("test", "testing")):
+        if key in lowered:
+            return subset
+    return "full"
 
 
 def _anet_segment(ann: Any, where: str) -> Segment:
@@ -139,7 +196,7 @@ def read_ek100_csv(path: str | Path, video_info: str | Path | None = None) -> An
     missing = [c for c in EK100_REQUIRED if c not in table.columns]
     if missing:
         raise AnnotationError(f"{path}: missing column(s) {missing}; expected the EK100 columns {list(EK100_COLUMNS)}")
-    info = _read_video_info(Path(video_info)) if video_info is not None else {}
+    info = read_video_info(video_info) if video_info is not None else {}
     subset = _ek100_subset(path.name)
     per_video: dict[str, list[Segment]] = {}
     for row in table.itertuples(index=False):
@@ -173,7 +230,9 @@ def read_ek100_classes(path: str | Path) -> list[str]:
     return [str(k) for k in table["key"]]
 
 
-def _read_video_info(path: Path) -> dict[str, tuple[float, float]]:
+def read_video_info(path: str | Path) -> dict[str, tuple[float, float]]:
+    """``EPIC_100_video_info.csv`` (``video_id,duration,fps,...``): video id -> (duration in seconds, fps)."""
+    path = Path(path)
     table = _read_csv(path)
     for col in ("video_id", "duration", "fps"):
         if col not in table.columns:

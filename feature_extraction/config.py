@@ -13,9 +13,8 @@ import torch
 
 from feature_extraction.clips import ClipSampler, to_fraction
 from feature_extraction.weights import get_weights_spec
-from tal_common.config import ConfigError, config_to_dict
+from tal_common.config import ConfigError, config_to_dict, packaged_configs
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "extract"
 PRESETS = ("hacs", "ek100", "demo")
 
 
@@ -76,11 +75,11 @@ class ExtractConfig:
 
 
 def preset_path(name: str) -> Path:
-    """The YAML file of preset ``name`` in the package's ``configs/extract``."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"preset {name!r} not found at {path}")
-    return path
+    """The YAML file of preset ``name`` (``configs/extract/NAME.yaml``, shipped as package data)."""
+    presets = packaged_configs("extract")
+    if name not in presets:
+        raise ConfigError(f"preset {name!r} not found; packaged presets: {', '.join(presets)}")
+    return presets[name]
 
 
 def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.resources
 import types
 import typing
 from pathlib import Path
@@ -24,6 +25,30 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit its dataclass."""
+
+
+CONFIG_PACKAGE = "tadaloc_configs"  # the repository's configs/ folder, installed as package data
+
+
+def packaged_configs(kind: str) -> dict[str, Path]:
+    """The YAML files shipped in ``configs/<kind>/`` (``extract`` or ``localize``), by name without ``.yaml``."""
+    folder = Path(str(importlib.resources.files(CONFIG_PACKAGE) / kind))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_config_path(value: str | Path, kind: str) -> Path:
+    """A config given on the command line: an existing file, else a packaged config named by ``value``
+    (``hacs_bmn``, ``hacs_bmn.yaml`` or the checkout-relative ``configs/<kind>/hacs_bmn.yaml``), so the same
+    command works from any directory and from a wheel install."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    known = packaged_configs(kind)
+    name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    if name in known and (path.parent == Path(".") or path.parent.as_posix().endswith(f"configs/{kind}")):
+        return known[name]
+    raise ConfigError(f"config {str(value)!r} not found: not a file, nor one of the packaged {kind} configs "
+                      f"({', '.join(known)})")
 
 
 def load_config(
@@ -63,7 +88,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--config FILE`` and repeatable ``--set KEY=VALUE`` to ``parser``."""
-    parser.add_argument("--config", type=Path, default=None, help="YAML config file")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML config file, or the name of a packaged one (e.g. hacs_bmn)")
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -30,7 +30,8 @@ EK100_COLUMNS = (
     "stop_timestamp", "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun",
     "noun_class", "all_nouns", "all_noun_classes",
 )
-EK100_REQUIRED = ("video_id", "start_timestamp", "stop_timestamp", "verb_class", "noun_class")
+EK100_REQUIRED = ("video_id", "start_timestamp", "stop_timestamp")
+EK100_CLASS_COLUMNS = ("verb_class", "noun_class")
 
 
 class AnnotationError(ValueError):
@@ -184,16 +185,21 @@ def _anet_segment(ann: Any, where: str) -> Segment:
 
 
 def read_ek100_csv(path: str | Path, video_info: str | Path | None = None) -> AnnotationSet:
-    """Read an EPIC-Kitchens-100 annotation CSV (train or validation layout).
+    """Read an EPIC-Kitchens-100 annotation CSV (train or validation layout, or the unlabelled test timestamps).
 
-    Labels are ``"verb_class,noun_class"`` strings (the action label of the official JSON format).
+    Labels are ``"verb_class,noun_class"`` strings (the action label of the official JSON format). A file with
+    neither class column (``EPIC_100_test_timestamps.csv``) gives unlabelled segments (label ``""``, verb and
+    noun ``None``): enough to localize the test videos, refused for training and evaluation.
     The subset is ``"validation"`` when the file name contains ``validation``, else ``"train"``
     (``"test"`` for test files). Durations and fps come from ``video_info``
     (``video_id,duration,fps,resolution``) when given, else the last stop time.
     """
     path = Path(path)
     table = _read_csv(path)
+    classes = [c for c in EK100_CLASS_COLUMNS if c in table.columns]
     missing = [c for c in EK100_REQUIRED if c not in table.columns]
+    if len(classes) == 1:
+        missing.append(next(c for c in EK100_CLASS_COLUMNS if c not in classes))
     if missing:
         raise AnnotationError(f"{path}: missing column(s) {missing}; expected the EK100 columns {list(EK100_COLUMNS)}")
     info = read_video_info(video_info) if video_info is not None else {}
@@ -205,9 +211,13 @@ def read_ek100_csv(path: str | Path, video_info: str | Path | None = None) -> An
         start = _timestamp(row.start_timestamp, f"{where}, field 'start_timestamp'")
         end = _timestamp(row.stop_timestamp, f"{where}, field 'stop_timestamp'")
         _check_span(start, end, where)
-        verb = _int(row.verb_class, f"{where}, field 'verb_class'")
-        noun = _int(row.noun_class, f"{where}, field 'noun_class'")
-        per_video.setdefault(vid, []).append(Segment(start, end, f"{verb},{noun}", verb, noun))
+        if classes:
+            verb = _int(row.verb_class, f"{where}, field 'verb_class'")
+            noun = _int(row.noun_class, f"{where}, field 'noun_class'")
+            segment = Segment(start, end, f"{verb},{noun}", verb, noun)
+        else:
+            segment = Segment(start, end, "")
+        per_video.setdefault(vid, []).append(segment)
     videos = {}
     for vid, segs in per_video.items():
         if info and vid not in info:

@@ -202,3 +202,40 @@ def test_ddp_two_ranks_on_cpu(tmp_path):
     assert "cpu x2" in (work / "train.log").read_text()
     assert len((work / "metrics.jsonl").read_text().splitlines()) == 1  # written once, by rank 0
     assert (work / "checkpoints" / "last.pt").is_file()
+
+
+def _check_ek100_submission(sub: dict, video_ids: set[str]) -> None:
+    """The EK100 action detection submission schema (the challenge's JSON format, version 0.2), checked plainly."""
+    assert sub["version"] == "0.2" and sub["challenge"] == "action_detection"
+    for key in ("sls_pt", "sls_tl", "sls_td"):
+        assert isinstance(sub[key], int) and 0 <= sub[key] <= 5
+    assert set(sub) == {"version", "challenge", "sls_pt", "sls_tl", "sls_td", "results"}
+    assert set(sub["results"]) == video_ids
+    for dets in sub["results"].values():
+        assert isinstance(dets, list) and dets
+        for d in dets:
+            assert set(d) == {"verb", "noun", "action", "score", "segment"}
+            assert isinstance(d["verb"], int) and isinstance(d["noun"], int) and isinstance(d["score"], float)
+            assert d["action"] == f"{d['verb']},{d['noun']}"
+            assert len(d["segment"]) == 2 and 0 <= d["segment"][0] <= d["segment"][1]
+
+
+def test_ek100_test_set_submission_from_unlabelled_timestamps(tmp_path):
+    h5_path, train_csv, val_csv, info = make_ek100(tmp_path / "data", n_train=6, n_val=3)
+    work = tmp_path / "run"
+    assert train_cli.main([*EK_CFG, "--set", "train.epochs=1", "--features", str(h5_path), "--annotations",
+                           str(train_csv), "--video-info", str(info), "--work-dir", str(work)]) == 0
+    # the test timestamps file: the EK100 columns without any label
+    import pandas as pd
+    table = pd.read_csv(val_csv)
+    unlabelled = table[["narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp",
+                        "start_frame", "stop_frame"]]
+    test_csv = tmp_path / "EPIC_100_test_timestamps.csv"
+    unlabelled.to_csv(test_csv, index=False)
+    out = tmp_path / "test_submission.json"
+    assert localize_cli.main(["--run", str(work), "--features", str(h5_path), "--annotations", str(test_csv),
+                              "--video-info", str(info), "-o", str(out)]) == 0
+    _check_ek100_submission(json.loads(out.read_text()), set(table["video_id"]))
+    # training on it is refused with a message naming the file
+    assert train_cli.main([*EK_CFG, "--features", str(h5_path), "--annotations", str(test_csv),
+                           "--work-dir", str(tmp_path / "bad")]) == 2

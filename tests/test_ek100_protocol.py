@@ -167,6 +167,19 @@ def test_ek100_soft_nms_rules():
     assert index.tolist() == [0] and rows.shape == (1, 3)
 
 
+def test_ek100_soft_nms_breaks_ties_as_the_reference():
+    """The reference's ``tal_tools.soft_nms`` (pandas order) and re-sort, run on heavily tied scores."""
+    ref = _load("tadaconv_soft_nms_ties")
+    for case in range(2):
+        rows, index = ek100_soft_nms(ref[f"props_{case}"], max_proposals=60)
+        assert np.array_equal(index, ref[f"index_{case}"])
+        assert np.array_equal(rows, ref[f"rows_{case}"])
+
+
+def test_window_rows_include_both_ends():
+    assert window_rows(np.array([0.5, 1.0, 2.0, 3.0, 3.5]), [1.0, 3.0]).tolist() == [False, True, True, True, False]
+
+
 def test_action_labels_pair_best_verbs_and_nouns():
     verbs = np.linspace(0.0, 1.0, 12, dtype=np.float32)
     verbs[10] = 0.99

@@ -16,7 +16,6 @@ fused grid: position ``j`` of a fused map of length ``L`` stands for ``j / L * d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -73,7 +72,7 @@ def ek100_windows(
 
 
 def reference_centres(num_rows: int, fps: float = 60.0, clip_interval: int = 8) -> np.ndarray:
-    """The reference's time of feature row ``i``: ``(clip_interval - 1 + clip_interval * i) / fps``, float32 ``(N,)``."""
+    """The reference's time of feature row ``i``, ``(clip_interval - 1 + clip_interval * i) / fps``: float32 ``(N,)``."""
     frames = np.arange(num_rows, dtype=np.float64) * clip_interval + (clip_interval - 1)
     return frames.astype(np.float32) / np.float32(fps)
 
@@ -172,7 +171,8 @@ def window_targets(
         raise ValueError(f"window_targets: expected labels (M, L) with M = {len(segs)}, got shape {labs.shape}")
     if len(segs) == 0:
         zeros_t = np.zeros(tscale, np.float32)
-        return np.zeros((dscale, tscale), np.float32), zeros_t, zeros_t.copy(), np.zeros((labs.shape[1], dscale, tscale), np.int64)
+        label_map = np.zeros((labs.shape[1], dscale, tscale), np.int64)
+        return np.zeros((dscale, tscale), np.float32), zeros_t, zeros_t.copy(), label_map
     tmin, tmax = proposal_bounds(tscale, dscale)
     ious = temporal_iou(tmin[None], tmax[None], segs[:, 0, None, None], segs[:, 1, None, None])
     gap = 1.0 / tscale

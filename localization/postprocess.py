@@ -7,8 +7,9 @@ the maximum; position 0 is always a start candidate and ``T-1`` always an end ca
 Score = start[s] * end[e] * cls[d, s] * reg[d, s].
 
 Soft-NMS follows mmaction2's ``soft_nms`` + ``post_processing`` to the tie: proposals are ordered by
-``argsort(score)[::-1]`` (numpy's default sort, reversed), each step takes the first maximum in that order, ``top_k + 1``
-proposals are selected, and the result is ordered again by ``argsort(score)[::-1]`` and cut to ``top_k``.
+``argsort(score)[::-1]`` (numpy's default sort, reversed), each step takes the first maximum in that order,
+``top_k + 1`` proposals are selected, and the result is ordered again by ``argsort(score)[::-1]`` and cut to
+``top_k``.
 
 ``proposals_from_maps_loop`` and ``soft_nms_loop`` are the literal per-proposal algorithms, kept as the executable
 specification that the vectorised versions are tested and benchmarked against.

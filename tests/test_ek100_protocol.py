@@ -61,7 +61,8 @@ def test_training_windows_and_label_policy_equal_reference():
                 windows.append([video, *window])
                 gts.append(segs[kept.index] - window[0])
                 labels.append(labs[kept.index])
-                np.testing.assert_allclose(kept.segments * (window[1] - window[0]), gts[-1].clip(0, window[1] - window[0]))
+                length = window[1] - window[0]
+                np.testing.assert_allclose(kept.segments * length, gts[-1].clip(0, length))
     assert np.array_equal(np.array(windows), ref["window"])
     assert np.array_equal(np.concatenate(gts), ref["window_gts"])
     assert np.array_equal(np.concatenate(labels), ref["window_gt_labels"])
@@ -197,7 +198,8 @@ def _loss_inputs() -> tuple[torch.Tensor, ...]:
     b = len(ref["gt_start"])
     start, end = torch.rand(b, 200, generator=g), torch.rand(b, 200, generator=g)
     conf = torch.rand(b, 2, 100, 200, generator=g)
-    return conf, start, end, torch.from_numpy(ref["gt_iou"]), torch.from_numpy(ref["gt_start"]), torch.from_numpy(ref["gt_end"])
+    gt_iou, gt_start, gt_end = (torch.from_numpy(ref[k]) for k in ("gt_iou", "gt_start", "gt_end"))
+    return conf, start, end, gt_iou, gt_start, gt_end
 
 
 def test_tadaconv_losses_equal_reference():

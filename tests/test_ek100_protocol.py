@@ -215,3 +215,13 @@ def test_tadaconv_losses_equal_reference():
             assert np.isnan(ref["low_pem_reg"]) and out.pem_reg.item() == 0.0
     mm = bmn_loss(conf, start, end, gt_iou, gt_start, gt_end, generator=torch.Generator().manual_seed(123))
     assert abs(mm.pem_cls.item() - ref["real_pem_cls"]) > 1e-4  # mmaction2's clamp and eps do differ
+
+
+def test_proposals_of_empty_maps_and_bad_inputs():
+    rng = np.random.default_rng(0)
+    props = ek100_proposals(np.zeros((2, 100, 150), np.float32), rng.random(150), rng.random(150), 40.0)
+    assert props.segments.shape == (0, 2) and props.scores.shape == (0,)  # every score is 0, none > min_score
+    with pytest.raises(ValueError, match="row mask"):
+        fuse_window_maps([np.zeros(200)], [np.zeros(10, bool), np.zeros(10, bool)])
+    with pytest.raises(ValueError, match="N = 4"):
+        window_features(np.zeros((5, 3)), np.zeros(4), [0.0, 1.0])

@@ -38,7 +38,8 @@ class SegmentTable:
 
     ``labels`` maps a task to its per-row labels: ``"label"`` (str) for HACS/ActivityNet, ``"verb"``,
     ``"noun"``, ``"action"`` (int) for EK100, nothing for proposals. ``score`` is set for predictions.
-    ``videos`` lists, for ground truth, every video of the evaluated set (with or without segments).
+    ``videos`` lists, for ground truth, every video of the evaluated set (with or without segments), and
+    ``duration`` gives each ground-truth row its video's duration in seconds (for the diagnosis's coverage).
     """
 
     source: str
@@ -48,6 +49,7 @@ class SegmentTable:
     labels: Mapping[str, np.ndarray] = field(default_factory=dict)
     score: np.ndarray | None = None
     videos: tuple[str, ...] = ()
+    duration: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.video)
@@ -75,6 +77,7 @@ def activitynet_ground_truth(
         end=np.array([s.end for _, s in segments], dtype=np.float64),
         labels={"label": np.array([s.label for _, s in segments], dtype=object)},
         videos=tuple(v.video_id for v in videos),
+        duration=np.array([v.duration for v in videos for _ in v.segments], dtype=np.float64),
     )
 
 
@@ -97,6 +100,7 @@ def ek100_ground_truth(source: PathLike | AnnotationSet, num_nouns: int = EK100_
         end=np.array([s.end for _, s in segments], dtype=np.float64),
         labels={"verb": verb, "noun": noun, "action": verb * num_nouns + noun},
         videos=tuple(annotations.videos),
+        duration=np.array([v.duration for v in annotations.videos.values() for _ in v.segments], dtype=np.float64),
     )
 
 

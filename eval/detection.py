@@ -72,7 +72,7 @@ class DetectionResult:
     def to_dict(self) -> dict:
         """The report numbers, in percent like the field's tables."""
         return {
-            "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
+            "tiou_thresholds": [round(float(t), 10) for t in self.tiou_thresholds],
             "mAP": [float(m) for m in self.mAP * 100],
             "average_mAP": self.average_mAP * 100,
             "per_class_AP": {c: [float(a) for a in self.ap[:, i] * 100] for i, c in enumerate(self.classes)},
@@ -88,7 +88,7 @@ class EK100DetectionResult:
     tasks: dict[str, DetectionResult]
 
     def to_dict(self) -> dict:
-        out: dict = {"tiou_thresholds": [float(t) for t in self.tiou_thresholds]}
+        out: dict = {"tiou_thresholds": [round(float(t), 10) for t in self.tiou_thresholds]}
         for name, result in self.tasks.items():
             task = result.to_dict()
             del task["tiou_thresholds"]

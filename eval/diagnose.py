@@ -78,8 +78,14 @@ class Characteristic:
         return index
 
     def bin_edges_text(self) -> list[str]:
-        """Each bin as ``lo-hi`` text for tables."""
+        """Each bin as ``(lo, hi]`` text for tables."""
         return [f"({_num(lo)}, {_num(hi)}]" for lo, hi in zip(self.edges[:-1], self.edges[1:])]
+
+    def bin_short_text(self) -> list[str]:
+        """Each bin as short text for plot ticks: ``<=hi``, ``lo-hi``, ``>lo``."""
+        pairs = list(zip(self.edges[:-1], self.edges[1:]))
+        return [f"<={_num(hi)}" if i == 0 else f">{_num(lo)}" if np.isinf(hi) else f"{_num(lo)}-{_num(hi)}"
+                for i, (lo, hi) in enumerate(pairs)]
 
 
 def _num(x: float) -> str:

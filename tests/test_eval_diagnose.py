@@ -130,3 +130,93 @@ def test_sensitivity_bins_against_a_plain_computation():
             members = [j for j, r in enumerate(rows) if _plain_bin(r[5], char.edges) == b]
             missed_share[ti, b] = sum(j not in taken for j in members) / len(members) if members else np.nan
     np.testing.assert_allclose(got.false_negative_rate["length"], missed_share.mean(axis=0), atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ evaluate --diagnose
+
+ANET_GT = Path(__file__).parent / "data" / "eval" / "anet_val300_gt.json"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _good_detector(seed: int = 0) -> dict:
+    """Near-perfect detections of the 300-video ground truth: each segment jittered by 2 % of its length."""
+    rng = np.random.default_rng(seed)
+    database = json.loads(ANET_GT.read_text())["database"]
+    results = {}
+    for vid, v in database.items():
+        results[vid] = []
+        for a in v["annotations"]:
+            t0, t1 = a["segment"]
+            jitter = rng.normal(0, 0.02, 2) * (t1 - t0)
+            results[vid].append({"label": a["label"], "score": float(rng.random()),
+                                 "segment": [t0 + jitter[0], t1 + jitter[1]]})
+    return {"version": "1.3", "external_data": {}, "results": results}
+
+
+def _diagnose_cli(tmp_path, sub: dict, name: str) -> dict:
+    from eval.cli import main
+
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(sub))
+    out = tmp_path / name
+    assert main(["--dataset", "hacs", "--ground-truth", str(ANET_GT), "--predictions", str(path),
+                 "--diagnose", "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())["diagnosis"]
+
+
+def _dominant_error(diagnosis: dict) -> str:
+    shares = {e: v for e, v in diagnosis["false_positive_profile"]["1G"].items() if e not in ("predictions", "true_positive")}
+    return max(shares, key=shares.get)
+
+
+def test_shifted_detections_are_localization_errors(tmp_path, capsys):
+    sub = _good_detector()
+    for preds in sub["results"].values():
+        for p in preds:
+            half = (p["segment"][1] - p["segment"][0]) / 2
+            p["segment"] = [p["segment"][0] + half, p["segment"][1] + half]
+    diagnosis = _diagnose_cli(tmp_path, sub, "shifted")
+    profile = diagnosis["false_positive_profile"]["1G"]
+    assert _dominant_error(diagnosis) == "localization" and profile["localization"] > 80
+    assert "false-positive profile, top 1G" in capsys.readouterr().out
+    gains = diagnosis["average_mAP_N_gain_removing"]
+    assert max(gains, key=gains.get) == "localization"
+
+
+def test_shuffled_labels_are_wrong_label_errors(tmp_path):
+    sub = _good_detector()
+    labels = [p["label"] for preds in sub["results"].values() for p in preds]
+    shuffled = iter(np.random.default_rng(1).permutation(labels))
+    for preds in sub["results"].values():
+        for p in preds:
+            p["label"] = str(next(shuffled))
+    diagnosis = _diagnose_cli(tmp_path, sub, "shuffled")
+    assert _dominant_error(diagnosis) == "wrong_label" and diagnosis["false_positive_profile"]["1G"]["wrong_label"] > 80
+
+
+def test_good_detector_report(tmp_path):
+    diagnosis = _diagnose_cli(tmp_path, _good_detector(), "good")
+    assert diagnosis["false_positive_profile"]["1G"]["true_positive"] > 80
+    assert diagnosis["tiou_thresholds"][8] == 0.9
+    cov = diagnosis["sensitivity"]["coverage"]
+    assert list(cov) == ["XS", "S", "M", "L", "XL"] and cov["XS"]["edges"] == "(0, 0.2]"
+    assert sum(b["ground_truth"] for b in cov.values()) == 472  # every (positive-length) ground truth in one bin
+    md = (tmp_path / "good" / "report.md").read_text()
+    for heading in ("## Diagnosis (DETAD)", "false-positive profile", "average-mAP_N gain", "sensitivity to ground-truth"):
+        assert heading in md
+    assert "Double detection" in md and "AP_N is DETAD's normalised AP" in md
+    for png in ("diagnosis_false_positives.png", "diagnosis_sensitivity.png"):
+        assert (tmp_path / "good" / png).read_bytes()[:8] == PNG and f"]({png})" in md
+
+
+def test_ek100_diagnosis_per_task(tmp_path):
+    from eval.cli import main
+
+    data = Path(__file__).parent / "data" / "eval"
+    out = tmp_path / "ek"
+    assert main(["--dataset", "ek100", "--ground-truth", str(data / "ek100_val12.csv"),
+                 "--predictions", str(data / "ek100_val12_sub_seed11.json"), "--diagnose", "--out", str(out)]) == 0
+    diagnosis = json.loads((out / "report.json").read_text())["diagnosis"]
+    assert set(diagnosis) == {"verb", "noun", "action"}
+    assert diagnosis["action"]["sensitivity"]["length"]["XS"]["edges"] == "(0, 3]"  # DETAD's THUMOS14 bins
+    assert (out / "diagnosis_sensitivity_action.png").exists() and (out / "diagnosis_false_positives_verb.png").exists()

@@ -62,7 +62,7 @@ def test_interpolated_ap_is_the_official_one_bit_for_bit():
 
 
 def test_threshold_validation():
-    assert thresholds_array([0.5, 0.75]).tolist() == [0.5, 0.75]
-    for bad in ([], [[0.5]], [float("nan")]):
+    assert thresholds_array([0.5, 0.75, 1.0]).tolist() == [0.5, 0.75, 1.0]
+    for bad in ([], [[0.5]], [float("nan")], [1.5], [-0.5], [0.0]):
         with pytest.raises(ValueError, match="tIoU thresholds"):
             thresholds_array(bad)

@@ -141,10 +141,10 @@ def _matching(gt: SegmentTable, pred: SegmentTable, args: argparse.Namespace) ->
     outside_videos = int((~pd.Index(pred_videos).isin(gt_videos)).sum())
     counts = {
         "predictions": len(pred),
-        "predictions_on_videos_outside_ground_truth": int(outside.sum()),
-        "prediction_videos_outside_ground_truth": outside_videos,
-        "ground_truth_videos": len(gt_videos),
-        "ground_truth_videos_without_predictions": int((~gt_videos.isin(pred_videos)).sum()),
+        "predictions_outside_evaluated_videos": int(outside.sum()),
+        "prediction_videos_outside_evaluated_videos": outside_videos,
+        "evaluated_videos": len(gt_videos),
+        "evaluated_videos_without_predictions": int((~gt_videos.isin(pred_videos)).sum()),
     }
     if len(pred) and outside.all():
         message = (f"{pred.source}: none of the {len(pred_videos)} prediction videos is a video of the ground truth "

@@ -235,12 +235,12 @@ def _plot_classes(plt, result: DetectionResult, label: str, path: Path) -> Path:
         ax.axhline(y[half] + 0.5, color="grey", linewidth=0.8)
     else:
         ax.set_title(f"Per-class {label}AP, {n} classes")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     return _save(plt, fig, path)
 
 
 def _plot_recall(plt, result: ProposalResult, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     an = result.proposals_per_video
     for recall in result.recall:
         ax.plot(an, recall * 100, color="grey", linewidth=0.6, alpha=0.6)
@@ -256,7 +256,7 @@ def _plot_recall(plt, result: ProposalResult, path: Path) -> Path:
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8)
     ax.set_title("Proposal average recall vs average number of proposals")
     return _save(plt, fig, path)
 

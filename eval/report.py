@@ -277,7 +277,9 @@ average-mAP_N with the predictions of that type removed, minus the base. Charact
 coverage = length / video duration, length in seconds, # instances = ground truths of its class in its
 video; bins (lo, hi] (the first also takes lo). Sensitivity of a bin: average-mAP_N against the bin's ground
 truth only, leaving out predictions matched to ground truth outside it, averaged over the classes present in
-the bin. False-negative rate: share of the bin's ground truth no prediction matches, averaged over thresholds."""
+the bin. False-negative rate: share of the bin's ground truth no prediction matches, averaged over thresholds.
+Bin edges are DETAD's ActivityNet ones for HACS/ActivityNet and its THUMOS14 ones for EK100 (short segments in
+long videos); an EK100 video's duration is its last annotated stop time."""
 
 
 def _diagnosis_markdown(diagnosis: Mapping[str, Diagnosis]) -> list[str]:

@@ -1,10 +1,11 @@
 """``evaluate``: score a detection or proposal file against ground truth and write the report.
 
     evaluate --dataset {hacs,activitynet,ek100} --ground-truth GT --predictions P.json \\
-             [--subset validation] [--task detection|proposals] [--tiou T [T ...]] --out DIR
+             [--subset validation] [--task detection|proposals] [--tiou T [T ...]] [--diagnose] [--strict] --out DIR
 
-Writes ``DIR/report.json``, ``DIR/report.md`` and PNG plots, and prints the table. Exit status: 0 on success,
-2 on a usage error or a malformed input (the message names the file, video and field).
+Writes ``DIR/report.json``, ``DIR/report.md`` and PNG plots (the folder is replaced as a whole), and prints the
+table. ``--diagnose`` adds the DETAD false-positive and sensitivity analysis. Exit status: 0 on success, 2 on a
+usage error or a malformed input (the message names the file, video and field).
 """
 from __future__ import annotations
 
@@ -14,8 +15,26 @@ import math
 import sys
 from pathlib import Path
 
-from eval.detection import UNKNOWN_LABEL_POLICIES, evaluate_detection
-from eval.inputs import InputError
+import numpy as np
+import pandas as pd
+
+from eval.detection import EK100_TASKS, UNKNOWN_LABEL_POLICIES, evaluate_detection
+from eval.diagnose import (
+    ACTIVITYNET_CHARACTERISTICS,
+    ERROR_NAMES,
+    ERROR_TYPES,
+    THUMOS14_CHARACTERISTICS,
+    Diagnosis,
+    diagnose,
+)
+from eval.inputs import (
+    InputError,
+    SegmentTable,
+    activitynet_ground_truth,
+    ek100_ground_truth,
+    read_activitynet_predictions,
+    read_ek100_predictions,
+)
 from eval.proposals import evaluate_proposals
 from eval.report import format_table, write_report
 from tal_common.annotations import AnnotationError
@@ -38,14 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-avg-proposals", type=float, default=100, help="proposals: the AN range, 1..this (default 100)")
     parser.add_argument("--blocked-videos", type=Path, default=None,
                         help="HACS/ActivityNet: JSON list of video ids left out of ground truth and predictions")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="detection: add the DETAD false-positive profile and sensitivity analysis (tables and plots)")
+    parser.add_argument("--strict", action="store_true",
+                        help="predictions on videos outside the ground truth are an error (default: counted, and a "
+                             "warning when no prediction is on a ground-truth video)")
     parser.add_argument("--out", required=True, type=Path, help="output directory for report.json, report.md and plots")
     return parser
 
 
 def _threshold(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"a tIoU threshold must be in (0, 1], got {text!r}")
     return value
 
 
@@ -55,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed the usage error
         return int(exc.code or 0)
     try:
-        result = _evaluate(args)
+        if args.out.exists() and not args.out.is_dir():
+            raise InputError(f"{args.out}: --out must be a folder, and this is a file")
+        gt, pred = _read_inputs(args)
+        matching = _matching(gt, pred, args)
+        result = _evaluate(args, gt, pred)
+        diagnosis = _diagnose(args, gt, pred, result) if args.diagnose else None
     except (InputError, AnnotationError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
@@ -67,26 +99,89 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.dataset != "ek100":
         meta["subset"] = args.subset or "validation"
-    write_report(result, args.out, meta)
+    try:
+        write_report(result, args.out, meta, matching=matching, diagnosis=diagnosis)
+    except OSError as exc:
+        print(f"evaluate: error: cannot write the report to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(format_table(result))
+    if diagnosis:
+        _print_profiles(diagnosis)
     print(f"report: {args.out / 'report.md'}")
     return 0
 
 
-def _evaluate(args: argparse.Namespace):
+def _read_inputs(args: argparse.Namespace) -> tuple[SegmentTable, SegmentTable]:
+    """Ground truth and predictions as tables; ``--blocked-videos`` already left out of both."""
     if args.dataset == "ek100" and (args.subset is not None or args.blocked_videos is not None):
         raise InputError("--subset and --blocked-videos do not apply to EK100: every row of the CSV counts")
+    for path, option in ((args.ground_truth, "--ground-truth"), (args.predictions, "--predictions")):
+        if path.is_dir():
+            raise InputError(f"{path}: {option} must be a file, and this is a folder")
+    if args.dataset == "ek100":
+        gt = ek100_ground_truth(args.ground_truth)
+        pred = (read_activitynet_predictions(args.predictions, with_labels=False) if args.task == "proposals"
+                else read_ek100_predictions(args.predictions))
+        return gt, pred
     blocked = _read_blocked(args.blocked_videos) if args.blocked_videos else ()
-    subset = args.subset or "validation"
+    gt = activitynet_ground_truth(args.ground_truth, args.subset or "validation", blocked)
+    pred = read_activitynet_predictions(args.predictions, with_labels=args.task == "detection")
+    if blocked:
+        keep = ~pd.Index(pred.video).isin(list(blocked))
+        pred = SegmentTable(pred.source, pred.video[keep], pred.start[keep], pred.end[keep],
+                            {k: v[keep] for k, v in pred.labels.items()}, pred.score[keep])
+    return gt, pred
+
+
+def _matching(gt: SegmentTable, pred: SegmentTable, args: argparse.Namespace) -> dict[str, int]:
+    """How many predictions and ground-truth videos have no counterpart; an error or a warning where it matters."""
+    gt_videos = pd.Index(gt.videos)
+    pred_videos = pd.unique(pred.video)
+    outside = ~pd.Index(pred.video).isin(gt_videos)
+    outside_videos = int((~pd.Index(pred_videos).isin(gt_videos)).sum())
+    counts = {
+        "predictions": len(pred),
+        "predictions_outside_evaluated_videos": int(outside.sum()),
+        "prediction_videos_outside_evaluated_videos": outside_videos,
+        "evaluated_videos": len(gt_videos),
+        "evaluated_videos_without_predictions": int((~gt_videos.isin(pred_videos)).sum()),
+    }
+    if len(pred) and outside.all():
+        message = (f"{pred.source}: none of the {len(pred_videos)} prediction videos is a video of the ground truth "
+                   f"{gt.source} (e.g. {pred_videos[0]!r} vs {gt_videos[0] if len(gt_videos) else None!r}); "
+                   "wrong file or id prefix?")
+        if args.strict:
+            raise InputError(message)
+        print(f"evaluate: WARNING: {message} Every prediction is a false positive.", file=sys.stderr)
+    elif args.strict and outside.any():
+        first = pred.video[np.flatnonzero(outside)[0]]
+        raise InputError(f"{pred.source}: video {first!r}: {int(outside.sum())} predictions on {outside_videos} videos "
+                         f"that are not in the ground truth {gt.source} (--strict)")
+    return counts
+
+
+def _evaluate(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable):
     if args.task == "proposals":
-        return evaluate_proposals(
-            args.ground_truth, args.predictions, dataset=args.dataset, subset=subset, tiou_thresholds=args.tiou,
-            max_avg_nr_proposals=args.max_avg_proposals, blocked_videos=blocked,
-        )
-    return evaluate_detection(
-        args.ground_truth, args.predictions, dataset=args.dataset, subset=subset, tiou_thresholds=args.tiou,
-        unknown_labels=args.unknown_labels, blocked_videos=blocked,
-    )
+        if args.diagnose:
+            raise InputError("--diagnose applies to --task detection")
+        return evaluate_proposals(gt, pred, dataset=args.dataset, tiou_thresholds=args.tiou,
+                                  max_avg_nr_proposals=args.max_avg_proposals)
+    return evaluate_detection(gt, pred, dataset=args.dataset, subset=args.subset or "validation",
+                              tiou_thresholds=args.tiou, unknown_labels=args.unknown_labels)
+
+
+def _diagnose(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable, result) -> dict[str, Diagnosis]:
+    """DETAD diagnosis at the evaluation's thresholds: one for HACS/ActivityNet (key ""), one per EK100 task."""
+    if args.dataset == "ek100":
+        return {task: diagnose(gt, pred, task, result.tiou_thresholds, THUMOS14_CHARACTERISTICS) for task in EK100_TASKS}
+    return {"": diagnose(gt, pred, "label", result.tiou_thresholds, ACTIVITYNET_CHARACTERISTICS)}
+
+
+def _print_profiles(diagnosis: dict[str, Diagnosis]) -> None:
+    for name, d in diagnosis.items():
+        shares = ", ".join(f"{ERROR_NAMES[e].lower()} {v * 100:.1f}%" for e, v in zip(ERROR_TYPES, d.fp_profile[0]))
+        print(f"false-positive profile{' (' + name + ')' if name else ''}, top 1G: {shares}; "
+              f"average-mAP_N {d.average_mAP_N * 100:.2f}%")
 
 
 def _read_blocked(path: Path) -> list[str]:

@@ -72,7 +72,7 @@ class DetectionResult:
     def to_dict(self) -> dict:
         """The report numbers, in percent like the field's tables."""
         return {
-            "tiou_thresholds": [float(t) for t in self.tiou_thresholds],
+            "tiou_thresholds": [round(float(t), 10) for t in self.tiou_thresholds],
             "mAP": [float(m) for m in self.mAP * 100],
             "average_mAP": self.average_mAP * 100,
             "per_class_AP": {c: [float(a) for a in self.ap[:, i] * 100] for i, c in enumerate(self.classes)},
@@ -88,7 +88,7 @@ class EK100DetectionResult:
     tasks: dict[str, DetectionResult]
 
     def to_dict(self) -> dict:
-        out: dict = {"tiou_thresholds": [float(t) for t in self.tiou_thresholds]}
+        out: dict = {"tiou_thresholds": [round(float(t), 10) for t in self.tiou_thresholds]}
         for name, result in self.tasks.items():
             task = result.to_dict()
             del task["tiou_thresholds"]
@@ -226,11 +226,12 @@ def average_precision(
     order = descending_order(pred.cls, pred.score)
     ranked = CodedSegments(pred.video[order], pred.start[order], pred.end[order], pred.cls[order])
     npos = np.bincount(gt.cls, minlength=n_classes)
-    return interpolated_ap(match(gt, ranked, thresholds), ranked.cls, npos)
+    return interpolated_ap(match(gt, ranked, thresholds) >= 0, ranked.cls, npos)
 
 
 def match(gt: CodedSegments, ranked: CodedSegments, thresholds: np.ndarray) -> np.ndarray:
-    """(T, P) true-positive flags of predictions ranked class by class in descending score.
+    """(T, P) the ground-truth row each prediction takes (-1: none, a false positive); predictions ranked class
+    by class in descending score.
 
     Each prediction's candidates are its video's ground truth of its class, in the official order
     (``tiou.argsort()[::-1]`` over those rows in file order); at threshold t its walk may use the leading
@@ -265,7 +266,7 @@ def match(gt: CodedSegments, ranked: CodedSegments, thresholds: np.ndarray) -> n
 
 
 def greedy_assign(preference: np.ndarray, offset: np.ndarray, n_usable: np.ndarray, n_gt: int) -> np.ndarray:
-    """(T, P) flags: which predictions end up holding a ground truth under the sequential greedy walk.
+    """(T, P) the ground-truth id each prediction ends up holding under the sequential greedy walk (-1: none).
 
     ``preference[offset[p] : offset[p] + n_usable[t, p]]`` are the ground-truth ids prediction p may take at
     threshold t, best first; a lower p is a higher-scored prediction. The official code walks predictions one by
@@ -297,8 +298,8 @@ def greedy_assign(preference: np.ndarray, offset: np.ndarray, n_usable: np.ndarr
         retry = np.concatenate([rejected, displaced])
         step[retry] += 1
         active = retry[step[retry] < limit[retry]]
-    out = np.zeros((n_thr, n_pred), dtype=bool)
-    out[t[holds], p[holds]] = True
+    out = np.full((n_thr, n_pred), -1, dtype=np.int64)
+    out[t[holds], p[holds]] = preference[offset[p[holds]] + step[holds]]
     return out
 
 

@@ -38,7 +38,8 @@ class SegmentTable:
 
     ``labels`` maps a task to its per-row labels: ``"label"`` (str) for HACS/ActivityNet, ``"verb"``,
     ``"noun"``, ``"action"`` (int) for EK100, nothing for proposals. ``score`` is set for predictions.
-    ``videos`` lists, for ground truth, every video of the evaluated set (with or without segments).
+    ``videos`` lists, for ground truth, every video of the evaluated set (with or without segments), and
+    ``duration`` gives each ground-truth row its video's duration in seconds (for the diagnosis's coverage).
     """
 
     source: str
@@ -48,6 +49,7 @@ class SegmentTable:
     labels: Mapping[str, np.ndarray] = field(default_factory=dict)
     score: np.ndarray | None = None
     videos: tuple[str, ...] = ()
+    duration: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.video)
@@ -68,6 +70,11 @@ def activitynet_ground_truth(
     blocked = set(blocked_videos)
     videos = [v for vid, v in annotations.subset(subset).videos.items() if vid not in blocked]
     segments = [(v.video_id, s) for v in videos for s in v.segments]
+    _require_segments(segments, annotations.source, f"subset {subset!r}")
+    negative = next(((vid, s) for vid, s in segments if s.start < 0), None)
+    if negative is not None:
+        raise InputError(f"{annotations.source}: video {negative[0]!r}: field 'segment' starts before 0 s: "
+                         f"[{negative[1].start}, {negative[1].end}]")
     return SegmentTable(
         source=annotations.source,
         video=np.array([vid for vid, _ in segments], dtype=object),
@@ -75,19 +82,30 @@ def activitynet_ground_truth(
         end=np.array([s.end for _, s in segments], dtype=np.float64),
         labels={"label": np.array([s.label for _, s in segments], dtype=object)},
         videos=tuple(v.video_id for v in videos),
+        duration=np.array([v.duration for v in videos for _ in v.segments], dtype=np.float64),
     )
 
 
-def ek100_ground_truth(source: PathLike | AnnotationSet, num_nouns: int = EK100_NUM_NOUNS) -> SegmentTable:
+def ek100_ground_truth(
+    source: PathLike | AnnotationSet, num_nouns: int = EK100_NUM_NOUNS, num_verbs: int = EK100_NUM_VERBS
+) -> SegmentTable:
     """EPIC-Kitchens-100 ground truth from the annotation CSV timestamps; every row counts (no subsets).
 
     Labels: ``verb`` = verb_class, ``noun`` = noun_class, ``action`` = verb_class * num_nouns + noun_class.
+    Class ids must lie in the class tables' ranges (the official code assumes 97 verbs and 300 nouns: a noun
+    id >= 300 would collide with another action id).
     """
     annotations = source if isinstance(source, AnnotationSet) else read_ek100_csv(source)
     segments = [(v.video_id, s) for v in annotations.videos.values() for s in v.segments]
+    _require_segments(segments, annotations.source, "the file")
     missing = next(((vid, s) for vid, s in segments if s.verb is None or s.noun is None), None)
     if missing is not None:
         raise InputError(f"{annotations.source}: video {missing[0]!r}: segment without EK100 verb/noun classes")
+    for key, bound in (("verb", num_verbs), ("noun", num_nouns)):
+        bad = next(((vid, s) for vid, s in segments if not 0 <= getattr(s, key) < bound), None)
+        if bad is not None:
+            raise InputError(f"{annotations.source}: video {bad[0]!r}, segment [{bad[1].start}, {bad[1].end}]: field "
+                             f"'{key}_class' must be in 0..{bound - 1}, got {getattr(bad[1], key)}")
     verb = np.array([s.verb for _, s in segments], dtype=np.int64)
     noun = np.array([s.noun for _, s in segments], dtype=np.int64)
     return SegmentTable(
@@ -97,7 +115,13 @@ def ek100_ground_truth(source: PathLike | AnnotationSet, num_nouns: int = EK100_
         end=np.array([s.end for _, s in segments], dtype=np.float64),
         labels={"verb": verb, "noun": noun, "action": verb * num_nouns + noun},
         videos=tuple(annotations.videos),
+        duration=np.array([v.duration for v in annotations.videos.values() for _ in v.segments], dtype=np.float64),
     )
+
+
+def _require_segments(segments: list, source: str, where: str) -> None:
+    if not segments:
+        raise InputError(f"{source}: no ground-truth segments in {where}; nothing to evaluate against")
 
 
 # ----------------------------------------------------------------------------------------------- predictions
@@ -183,6 +207,9 @@ class _Entries:
 
     def float_column(self, key: str) -> np.ndarray:
         values = self.column(key)
+        flag = next((i for i, v in enumerate(values) if isinstance(v, bool)), None)
+        if flag is not None:
+            raise InputError(f"{self.where(flag)}: field '{key}' must be a number, got {values[flag]!r}")
         out = self._numbers(values, (), key, _is_number, "a number")
         bad = np.flatnonzero(~np.isfinite(out))
         if len(bad):
@@ -255,13 +282,31 @@ def _load_json(source: PathLike | Mapping) -> tuple[Any, str]:
     path = Path(source)
     try:
         with path.open() as f:
-            return json.load(f), str(path)
+            return json.load(f, object_pairs_hook=_unique_keys), str(path)
+    except _DuplicateKey as exc:
+        raise InputError(f"{path}: key {exc.args[0]!r} appears twice in one JSON object (a video listed twice?)") from None
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a prediction file") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a UTF-8 text file ({exc})") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _require_keys(data: Any, keys: Iterable[str], name: str) -> None:

@@ -56,7 +56,7 @@ class ProposalResult:
     def to_dict(self) -> dict:
         out = {"AUC": self.auc}
         out.update({f"AR@{k}": self.recall_at(k) * 100 for k in AR_AT})
-        out["tiou_thresholds"] = [float(t) for t in self.tiou_thresholds]
+        out["tiou_thresholds"] = [round(float(t), 10) for t in self.tiou_thresholds]
         out["curve"] = {
             "average_proposals_per_video": [float(x) for x in self.proposals_per_video],
             "average_recall": [float(r) for r in self.avg_recall * 100],

@@ -27,10 +27,10 @@ class CodedSegments(NamedTuple):
 
 
 def thresholds_array(values) -> np.ndarray:
-    """tIoU thresholds as a (T,) float64 array; a clear error for an empty, nested or non-finite list."""
+    """tIoU thresholds as a (T,) float64 array; a clear error for an empty or nested list, or a value outside (0, 1]."""
     out = np.asarray(values, dtype=np.float64)
-    if out.ndim != 1 or len(out) == 0 or not np.isfinite(out).all():
-        raise ValueError(f"tIoU thresholds must be a non-empty list of finite numbers, got {values!r}")
+    if out.ndim != 1 or len(out) == 0 or not np.isfinite(out).all() or not ((out > 0) & (out <= 1)).all():
+        raise ValueError(f"tIoU thresholds must be a non-empty list of numbers in (0, 1], got {values!r}")
     return out
 
 

@@ -25,7 +25,7 @@ def test_descending_order_groups_and_ties():
 
 
 def test_greedy_assign_equals_sequential_walk():
-    """Random preference lists: the parallel rounds give the one-by-one greedy result."""
+    """Random preference lists: the parallel rounds give the one-by-one greedy result, ground truth for ground truth."""
     rng = np.random.default_rng(1)
     n_pred, n_gt, n_thr = 300, 40, 3
     lists = [rng.permutation(n_gt)[: rng.integers(0, 6)] for _ in range(n_pred)]
@@ -36,7 +36,7 @@ def test_greedy_assign_equals_sequential_walk():
         taken = set()
         for p, lst in enumerate(lists):
             free = [g for g in lst[: usable[t, p]] if g not in taken]
-            assert got[t, p] == bool(free)
+            assert got[t, p] == (free[0] if free else -1)
             taken.update(free[:1])
 
 
@@ -62,7 +62,7 @@ def test_interpolated_ap_is_the_official_one_bit_for_bit():
 
 
 def test_threshold_validation():
-    assert thresholds_array([0.5, 0.75]).tolist() == [0.5, 0.75]
-    for bad in ([], [[0.5]], [float("nan")]):
+    assert thresholds_array([0.5, 0.75, 1.0]).tolist() == [0.5, 0.75, 1.0]
+    for bad in ([], [[0.5]], [float("nan")], [1.5], [-0.5], [0.0]):
         with pytest.raises(ValueError, match="tIoU thresholds"):
             thresholds_array(bad)

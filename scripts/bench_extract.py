@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from feature_extraction.config import ExtractConfig, make_sampler, preset_path, resolve_config
-from feature_extraction.pipeline import ExtractStep, Normalizer, extract_videos, load_model, make_loader, model_threads
+from feature_extraction.pipeline import ExtractStep, extract_videos, load_model, make_loader, make_transform, model_threads
 from feature_extraction.dataset import VideoWork
 from feature_extraction.video import probe_videos
 from tal_common.config import load_config
@@ -76,7 +76,7 @@ def bench_throughput(args: argparse.Namespace, root: Path) -> tuple[float, float
     frames = [batch.frames for batch in make_loader(work, cfg, sampler, parts, device)]
     decode = _rate(total, time.perf_counter() - start)
 
-    step = ExtractStep(model, Normalizer(cfg.preprocess.mean, cfg.preprocess.std, device), cfg, sampler, parts, device)
+    step = ExtractStep(model, make_transform(cfg, device), cfg, sampler, parts, device)
     for batch in frames:  # warm-up: the backend builds its kernels once per batch shape
         step.forward(batch)
     start = time.perf_counter()

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from decoders import NO_TORCHCODEC
 from feature_extraction.backbones import tada2d_r50
 from feature_extraction.cli import main
 from feature_extraction.config import ExtractConfig, make_sampler, preset_path, resolve_config
@@ -199,3 +200,15 @@ def test_two_pixel_wide_video_is_extracted(tmp_path, model):
     with torch.no_grad():
         ref = model(official_input(frames[official_indices(0, fps, len(frames), 16, 30)], 1)).reshape(-1).numpy()
     assert_rows_close(rows[0], ref, 1, "thin")
+
+
+@pytest.mark.skipif(NO_TORCHCODEC is not None, reason=str(NO_TORCHCODEC))
+def test_decoder_torchcodec_gives_the_same_rows(extracted, videos, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("bikes\nport_2997\n")
+    out = tmp_path / "codec.h5"
+    assert main([str(videos), "-o", str(out), *_args("hacs"), "--decoder", "torchcodec", "--video-list", str(listing)]) == 0
+    with h5py.File(out, "r") as got, h5py.File(extracted["hacs"], "r") as ref:
+        for vid in ("bikes", "port_2997"):
+            np.testing.assert_array_equal(got[vid][()], ref[vid][()])
+            assert dict(got[vid].attrs) == dict(ref[vid].attrs)

@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 
+from decoders import NO_TORCHCODEC
 from feature_extraction.transform import resized_size
 from feature_extraction.video import VideoError, find_videos, open_video, probe_video, probe_videos
 
@@ -77,15 +78,7 @@ def test_two_pixel_wide_video_decodes_full_frames(tmp_path):
     np.testing.assert_allclose(frames.reshape(2, -1).astype(float).mean(1), [0, 40], atol=3)
 
 
-def _torchcodec_missing() -> str | None:
-    try:
-        from torchcodec.decoders import VideoDecoder  # noqa: F401  (also fails when FFmpeg's libraries are missing)
-    except (ImportError, RuntimeError, OSError) as exc:
-        return f"torchcodec with FFmpeg's shared libraries is not importable here ({str(exc).splitlines()[0][:120]})"
-    return None
-
-
-@pytest.mark.skipif(_torchcodec_missing() is not None, reason=str(_torchcodec_missing()))
+@pytest.mark.skipif(NO_TORCHCODEC is not None, reason=str(NO_TORCHCODEC))
 @pytest.mark.parametrize("name", ["bikes", "carphone_pristine", "odd.mkv", "odd.mp4"])
 def test_torchcodec_and_decord_give_identical_frames_and_timestamps(tmp_path, name):
     if name == "odd.mkv":

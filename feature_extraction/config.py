@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from feature_extraction.clips import ClipSampler, to_fraction
+from feature_extraction.video import check_decoder
 from feature_extraction.weights import get_weights_spec
 from tal_common.config import ConfigError, config_to_dict
 
@@ -125,6 +126,10 @@ def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:
         raise ConfigError(f"preprocess.crop_size {resolved.preprocess.crop_size} exceeds preprocess.short_side {resolved.preprocess.short_side}")
     if len(resolved.preprocess.mean) != 3 or len(resolved.preprocess.std) != 3:
         raise ConfigError("preprocess.mean and preprocess.std need 3 values (RGB)")
+    try:
+        check_decoder(cfg.run.decoder)
+    except ValueError as exc:
+        raise ConfigError(f"run.decoder: {exc}") from exc
     if resolved.preprocess.resize == "decoder" and cfg.run.decoder != "decord":
         raise ConfigError(f"preprocess.resize=decoder needs run.decoder=decord (got {cfg.run.decoder!r})")
     for name in ("batch_size", "workers", "chunk_clips", "probe_workers"):

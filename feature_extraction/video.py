@@ -94,6 +94,20 @@ def open_video(path: str | Path, size: tuple[int, int] | None = None, *, decoder
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
 
 
+def check_decoder(decoder: str) -> None:
+    """Raise ``ValueError`` saying how to install ``decoder`` when it cannot be imported here."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+    if decoder == "torchcodec":
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        except (ImportError, RuntimeError, OSError) as exc:  # FFmpeg's missing libraries fail the import too
+            raise ValueError(
+                f"decoder 'torchcodec' is not usable ({_first_line(exc)}); install it with "
+                "pip install 'tadaloc[gpu-decode]' and FFmpeg's shared libraries (e.g. apt-get install ffmpeg)"
+            ) from exc
+
+
 class VideoReader:
     """Frames of one video by index: ``len(reader)``, :meth:`frame_starts`, :meth:`read`."""
 
@@ -131,6 +145,7 @@ class DecordReader(VideoReader):
         import decord
 
         self.path = Path(path)
+        self._fallback: _PyAVFrames | None = None
         width, height = size if size is not None else (-1, -1)
         try:
             self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1)
@@ -155,8 +170,6 @@ class DecordReader(VideoReader):
         starts = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
         return starts - starts[0]
 
-    _fallback: "PyAVReader | None" = None
-
     def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
         import decord
 
@@ -166,13 +179,13 @@ class DecordReader(VideoReader):
             return torch.from_numpy(self._reader.get_batch(unique.tolist()).asnumpy())
         except (RuntimeError, decord.DECORDError) as exc:
             if "DECORDArrayCopyFromTo" in str(exc):
-                self._fallback = PyAVReader(self.path)
+                self._fallback = _PyAVFrames(self.path)
                 return self._fallback._read_sorted(unique)
             raise VideoError(f"{self.path}: cannot decode frames {unique[0]}..{unique[-1]} ({_first_line(exc)})") from exc
 
 
-class PyAVReader(VideoReader):
-    """Full RGB frames decoded in order with PyAV; reading ascending indices continues the same decode."""
+class _PyAVFrames:
+    """Full RGB frames decoded in order with PyAV (decord's fallback); ascending reads continue one decode."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -210,13 +223,9 @@ class TorchcodecReader(VideoReader):
     """
 
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        try:
-            from torchcodec.decoders import VideoDecoder
-        except ImportError as exc:  # also raised when FFmpeg's shared libraries are missing
-            raise ValueError(
-                f"decoder 'torchcodec' is not usable ({_first_line(exc)}); install it with "
-                "pip install 'tadaloc[gpu-decode]' and FFmpeg's shared libraries (e.g. apt-get install ffmpeg)"
-            ) from exc
+        check_decoder("torchcodec")
+        from torchcodec.decoders import VideoDecoder
+
         self.path = Path(path)
         try:
             self._decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact", device=device)

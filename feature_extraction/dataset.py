@@ -1,6 +1,6 @@
 """A clip-level dataset spanning many videos, for DataLoader worker processes to decode in parallel.
 
-Each item is a *chunk*: a few consecutive clips of one video, read with a single ``get_batch`` over
+Each item is a *chunk*: a few consecutive clips of one video, read with a single decoder call over
 the union of their frames (overlapping clips share frames). Batches are lists of chunks, so they mix
 videos. :func:`interleaved_batches` orders the batches so that DataLoader worker ``w`` (which gets
 batches ``w, w + W, ...``) walks one contiguous run of the clip sequence: every worker keeps a single

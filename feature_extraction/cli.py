@@ -68,6 +68,8 @@ def _extract_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--batch-size", type=int, default=None, help="clips per model batch")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--decoder", choices=("decord", "torchcodec"), default=None,
+                   help="video decoder (default decord); torchcodec with --device cuda decodes on NVDEC")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
     precision.add_argument("--bf16", action="store_const", const="bf16", dest="precision")
@@ -150,7 +152,7 @@ def run_extract(args: argparse.Namespace) -> int:
     """The ``extract`` command: configure, find/probe/shard videos, extract, assemble."""
     overrides = list(args.overrides)
     for key, value in (("run.device", args.device), ("run.batch_size", args.batch_size), ("run.workers", args.workers),
-                       ("model.precision", args.precision)):
+                       ("run.decoder", args.decoder), ("model.precision", args.precision)):
         if value is not None:
             overrides.append(f"{key}={value}")
     weights_path = args.weights

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from feature_extraction.clips import ClipSampler, to_fraction
+from feature_extraction.video import check_decoder
 from feature_extraction.weights import get_weights_spec
 from tal_common.config import ConfigError, config_to_dict, packaged_configs
 
@@ -20,23 +21,33 @@ PRESETS = ("hacs", "ek100", "demo")
 
 @dataclass
 class SamplingConfig:
-    """Clip sampling on the source timeline; ``None`` takes the weights' value."""
+    """Clip sampling on the source timeline; ``None``/``auto`` take the weights' value.
+
+    ``rule``: ``tadaconv`` (the official interval-based test rule) or ``nominal`` (even spacing at
+    ``sample_fps``), see :mod:`feature_extraction.clips`.
+    """
 
     sample_fps: float | str = 30
     clip_len: int | None = None
     frame_interval: int | None = None
     stride: int = 16
+    rule: Literal["auto", "tadaconv", "nominal"] = "auto"
 
 
 @dataclass
 class PreprocessConfig:
-    """Frame preparation; ``None`` takes the weights' value. ``crops``: 1 (centre) or 3 (left/centre/right)."""
+    """Frame preparation; ``None``/``auto`` take the weights' value. ``crops``: 1 (centre) or 3 (along the long side).
+
+    ``resize``: ``device`` (full frames decoded, official ``F.interpolate`` bilinear on the model's device)
+    or ``decoder`` (decord resizes while decoding: faster on CPU-only machines, not the official pixels).
+    """
 
     short_side: int | None = None
     crop_size: int | None = None
     crops: Literal[1, 3] = 1
     mean: list[float] | None = None
     std: list[float] | None = None
+    resize: Literal["auto", "device", "decoder"] = "auto"
 
 
 @dataclass
@@ -52,9 +63,14 @@ class ModelConfig:
 
 @dataclass
 class RunConfig:
-    """Execution knobs (they do not change the features)."""
+    """Execution knobs (they do not change the features).
+
+    ``decoder``: ``decord`` or ``torchcodec`` (identical frames; with ``device`` cuda torchcodec decodes on
+    NVDEC in the main process).
+    """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    decoder: Literal["decord", "torchcodec"] = "decord"
     batch_size: int = 32
     workers: int = 4
     chunk_clips: int = 4
@@ -89,6 +105,7 @@ def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:
         cfg.sampling,
         clip_len=cfg.sampling.clip_len or pre.clip_len,
         frame_interval=cfg.sampling.frame_interval or pre.frame_interval,
+        rule=pre.sampling if cfg.sampling.rule == "auto" else cfg.sampling.rule,
     )
     preprocess = replace(
         cfg.preprocess,
@@ -96,6 +113,7 @@ def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:
         crop_size=cfg.preprocess.crop_size or min(pre.crop_size, cfg.preprocess.short_side or pre.crop_size),
         mean=list(cfg.preprocess.mean or pre.mean),
         std=list(cfg.preprocess.std or pre.std),
+        resize=pre.resize if cfg.preprocess.resize == "auto" else cfg.preprocess.resize,
     )
     precision = cfg.model.precision
     if precision == "auto":
@@ -107,6 +125,12 @@ def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:
         raise ConfigError(f"preprocess.crop_size {resolved.preprocess.crop_size} exceeds preprocess.short_side {resolved.preprocess.short_side}")
     if len(resolved.preprocess.mean) != 3 or len(resolved.preprocess.std) != 3:
         raise ConfigError("preprocess.mean and preprocess.std need 3 values (RGB)")
+    try:
+        check_decoder(cfg.run.decoder)
+    except ValueError as exc:
+        raise ConfigError(f"run.decoder: {exc}") from exc
+    if resolved.preprocess.resize == "decoder" and cfg.run.decoder != "decord":
+        raise ConfigError(f"preprocess.resize=decoder needs run.decoder=decord (got {cfg.run.decoder!r})")
     for name in ("batch_size", "workers", "chunk_clips", "probe_workers"):
         if getattr(cfg.run, name) < (0 if name == "workers" else 1):
             raise ConfigError(f"run.{name} must be positive, got {getattr(cfg.run, name)}")
@@ -116,7 +140,7 @@ def resolve_config(cfg: ExtractConfig, cuda: bool) -> ExtractConfig:
 def make_sampler(cfg: ExtractConfig) -> ClipSampler:
     """The clip sampler of a resolved config."""
     s = cfg.sampling
-    return ClipSampler(to_fraction(s.sample_fps), int(s.clip_len), int(s.frame_interval), s.stride)
+    return ClipSampler(to_fraction(s.sample_fps), int(s.clip_len), int(s.frame_interval), s.stride, s.rule)
 
 
 def feature_identity(cfg: ExtractConfig, weights_sha256: str) -> dict:

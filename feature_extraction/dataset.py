@@ -1,6 +1,6 @@
 """A clip-level dataset spanning many videos, for DataLoader worker processes to decode in parallel.
 
-Each item is a *chunk*: a few consecutive clips of one video, read with a single ``get_batch`` over
+Each item is a *chunk*: a few consecutive clips of one video, read with a single decoder call over
 the union of their frames (overlapping clips share frames). Batches are lists of chunks, so they mix
 videos. :func:`interleaved_batches` orders the batches so that DataLoader worker ``w`` (which gets
 batches ``w, w + W, ...``) walks one contiguous run of the clip sequence: every worker keeps a single
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from feature_extraction.clips import ClipSampler, frame_indices
-from feature_extraction.video import VideoError, VideoInfo, frame_starts, open_video, read_frames, resized_size
+from feature_extraction.clips import ClipSampler
+from feature_extraction.transform import resized_size
+from feature_extraction.video import VideoError, VideoInfo, VideoReader, open_video
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,10 @@ class Chunk(NamedTuple):
 
 
 class DecodedChunk(NamedTuple):
-    """A chunk's frames, uint8 ``(num_clips, crops, clip_len, crop, crop, 3)``, or the reason it failed."""
+    """A chunk's frames, uint8 ``(num_clips, clip_len, H, W, 3)`` RGB, or the reason it failed.
+
+    ``H x W`` is the source size, or the resized size when the decoder resizes.
+    """
 
     chunk: Chunk
     frames: torch.Tensor | None
@@ -55,41 +59,22 @@ class DecodedChunk(NamedTuple):
 
 
 class ClipBatch(NamedTuple):
-    """Collated chunks: frames uint8 ``(N, crops, T, S, S, 3)`` of the clips that decoded, with their
-    ``video_index``/``clip_index`` ``(N,)``, and ``(video_index, reason)`` for each chunk that failed."""
+    """Collated chunks: ``frames`` holds one uint8 ``(n, T, H, W, 3)`` tensor per chunk that decoded (sizes
+    differ between videos), ``video_index``/``clip_index`` ``(N,)`` the clips of those chunks in order, and
+    ``failures`` ``(video_index, reason)`` for each chunk that failed."""
 
-    frames: torch.Tensor
+    frames: list[torch.Tensor]
     video_index: torch.Tensor
     clip_index: torch.Tensor
     failures: list[tuple[int, str]]
 
 
-def spatial_crops(frames: np.ndarray, crop_size: int, num_crops: int) -> np.ndarray:
-    """Square crops of ``(..., H, W, 3)`` frames -> ``(num_crops, ..., crop, crop, 3)``.
-
-    One crop is the centre; three are left/centre/right (top/centre/bottom for portrait frames).
-    """
-    height, width = frames.shape[-3:-1]
-    if min(height, width) < crop_size:
-        raise ValueError(f"crop {crop_size} is larger than the frames ({width}x{height})")
-    top, left = (height - crop_size) // 2, (width - crop_size) // 2
-    if num_crops == 1:
-        offsets = [(top, left)]
-    elif num_crops == 3:
-        if width >= height:
-            offsets = [(top, 0), (top, left), (top, width - crop_size)]
-        else:
-            offsets = [(0, left), (top, left), (height - crop_size, left)]
-    else:
-        raise ValueError(f"crops must be 1 or 3, got {num_crops}")
-    return np.stack([frames[..., y : y + crop_size, x : x + crop_size, :] for y, x in offsets])
-
-
 class ClipDataset(Dataset):
     """Chunks of up to ``chunk_clips`` clips over ``videos``; item ``i`` is ``chunks[i]`` decoded.
 
-    Frames are resized by the decoder so the short side is ``short_side``, then cropped to
-    ``crop_size`` squares (``crops`` of them); normalisation is left to the model's device.
+    Frames are decoded at the source size (``resize_short_side=None``: resizing, cropping and
+    normalising happen on the model's device) or resized by decord so the short side is
+    ``resize_short_side`` (the approximate fast path).
     """
 
     def __init__(
@@ -97,20 +82,18 @@ class ClipDataset(Dataset):
         videos: Sequence[VideoWork],
         sampler: ClipSampler,
         *,
-        short_side: int,
-        crop_size: int,
-        crops: int,
         chunk_clips: int,
         decode_timeout_s: float,
         hang_dir: Path,
+        resize_short_side: int | None = None,
+        decoder: str = "decord",
+        decode_device: str = "cpu",
     ) -> None:
-        if crop_size > short_side:
-            raise ValueError(f"crop_size {crop_size} exceeds short_side {short_side}")
         self.videos = list(videos)
         self.sampler = sampler
-        self.short_side = short_side
-        self.crop_size = crop_size
-        self.crops = crops
+        self.resize_short_side = resize_short_side
+        self.decoder = decoder
+        self.decode_device = decode_device
         self.decode_timeout_s = decode_timeout_s
         self.hang_dir = Path(hang_dir)
         self.chunks = [
@@ -119,7 +102,7 @@ class ClipDataset(Dataset):
             for first in range(0, work.num_clips, chunk_clips)
         ]
         # One open reader per process (each DataLoader worker gets its own copy of this object).
-        self._open: tuple[int, object, np.ndarray] | None = None
+        self._open: tuple[int, VideoReader, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -129,7 +112,7 @@ class ClipDataset(Dataset):
         work = self.videos[chunk.video_index]
         watchdog = self._start_watchdog(work.video_id) if get_worker_info() is not None else None
         try:
-            return DecodedChunk(chunk, torch.from_numpy(self._decode(chunk)), None)
+            return DecodedChunk(chunk, self._decode(chunk), None)
         except VideoError as exc:
             self._open = None
             return DecodedChunk(chunk, None, str(exc))
@@ -137,27 +120,22 @@ class ClipDataset(Dataset):
             if watchdog is not None:
                 watchdog.cancel()
 
-    def _decode(self, chunk: Chunk) -> np.ndarray:
+    def _decode(self, chunk: Chunk) -> torch.Tensor:
         work = self.videos[chunk.video_index]
         if self._open is None or self._open[0] != chunk.video_index:
             self._open = None  # drop the previous video's reader before opening the next
-            size = resized_size(work.info.width, work.info.height, self.short_side)
-            reader = open_video(work.path, size)
-            self._open = (chunk.video_index, reader, frame_starts(reader, work.path))
+            size = None
+            if self.resize_short_side is not None:
+                size = resized_size(work.info.width, work.info.height, self.resize_short_side)
+            reader = open_video(work.path, size, decoder=self.decoder, device=self.decode_device)
+            self._open = (chunk.video_index, reader, reader.frame_starts())
         _, reader, starts = self._open
-        times = np.array(
-            [
-                [float(t) for t in self.sampler.clip(i, work.info.duration_s).frame_times_s]
-                for i in range(chunk.first_clip, chunk.first_clip + chunk.num_clips)
-            ]
-        )
-        indices = frame_indices(times, starts)
-        frames = read_frames(reader, indices.reshape(-1), work.path)
-        frames = frames.reshape(*indices.shape, *frames.shape[1:])
-        crops = spatial_crops(frames, self.crop_size, self.crops)  # (crops, n, T, S, S, 3)
+        clips = np.arange(chunk.first_clip, chunk.first_clip + chunk.num_clips)
+        indices = self.sampler.frame_indices(clips, starts, work.info.fps)
+        frames = reader.read(indices.reshape(-1))
         if chunk.first_clip + chunk.num_clips == work.num_clips:
             self._open = None  # last chunk of this video: release the reader now
-        return np.ascontiguousarray(crops.swapaxes(0, 1))
+        return frames.reshape(*indices.shape, *frames.shape[1:])
 
     def _start_watchdog(self, video_id: str) -> threading.Timer:
         timer = threading.Timer(self.decode_timeout_s, _abort_hung_decode, args=(self.hang_dir, video_id))
@@ -174,13 +152,10 @@ def _abort_hung_decode(hang_dir: Path, video_id: str) -> None:
 
 
 def collate_chunks(items: Sequence[DecodedChunk]) -> ClipBatch:
-    """Concatenate decoded chunks into one :class:`ClipBatch`; failed chunks go to ``failures``."""
+    """Collect decoded chunks into one :class:`ClipBatch`; failed chunks go to ``failures``."""
     ok = [item for item in items if item.frames is not None]
     failures = [(item.chunk.video_index, item.error or "unknown decode error") for item in items if item.frames is None]
-    if ok:
-        frames = torch.cat([item.frames for item in ok])
-    else:
-        frames = torch.empty((0,), dtype=torch.uint8)
+    frames = [item.frames for item in ok]
     video_index = torch.tensor([item.chunk.video_index for item in ok for _ in range(item.chunk.num_clips)], dtype=torch.long)
     clip_index = torch.tensor(
         [c for item in ok for c in range(item.chunk.first_clip, item.chunk.first_clip + item.chunk.num_clips)], dtype=torch.long

@@ -23,6 +23,7 @@ from feature_extraction.backbones import BACKBONES, build_model
 from feature_extraction.clips import ClipSampler
 from feature_extraction.config import ExtractConfig
 from feature_extraction.dataset import ClipBatch, ClipDataset, VideoWork, collate_chunks, interleaved_batches
+from feature_extraction.transform import ClipTransform
 from tal_common.atomic import durable_replace
 from tal_common.h5 import VideoPartWriter
 
@@ -63,20 +64,15 @@ def load_model(cfg: ExtractConfig, checkpoint: Path | None, device: torch.device
     model = model.eval().to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
+        torch.backends.cudnn.benchmark = True  # every batch has the same clip shape: pick the fastest kernels once
     return model
 
 
-class Normalizer:
-    """uint8 ``(N, crops, T, S, S, 3)`` on any device -> normalised float ``(N * crops, 3, T, S, S)``."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1, 1) * 255
-        self.scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1, 1) * 255)
-
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        n, crops, t, h, w, c = frames.shape
-        x = frames.reshape(n * crops, t, h, w, c).permute(0, 4, 1, 2, 3).float()
-        return (x - self.mean) * self.scale
+def make_transform(cfg: ExtractConfig, device: torch.device) -> ClipTransform:
+    """The frames -> model input transform of a resolved config, run on ``device``."""
+    pre = cfg.preprocess
+    return ClipTransform(short_side=pre.short_side, crop_size=pre.crop_size, crops=pre.crops, mean=pre.mean,
+                         std=pre.std, resize=pre.resize == "device", device=device)
 
 
 def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractConfig, sampler: ClipSampler,
@@ -86,7 +82,7 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
     A worker killed by the hang watchdog leaves the hung video's id in ``parts/hung``: that video is
     recorded as failed and the loader restarts on the videos not finished yet.
     """
-    step = ExtractStep(model, Normalizer(cfg.preprocess.mean, cfg.preprocess.std, device), cfg, sampler, parts, device)
+    step = ExtractStep(model, make_transform(cfg, device), cfg, sampler, parts, device)
     step.bar = tqdm(total=sum(w.num_clips for w in work), unit="clip", disable=not show_progress,
                     dynamic_ncols=True, mininterval=1.0, desc="extract")
     remaining = list(work)
@@ -116,24 +112,29 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
 
 def make_loader(work: list[VideoWork], cfg: ExtractConfig, sampler: ClipSampler, parts: Path,
             device: torch.device) -> DataLoader:
-    """Decode ``work`` in ``run.workers`` processes; batches of ``run.batch_size`` clips mixing videos."""
+    """Decode ``work`` in ``run.workers`` processes; batches of ``run.batch_size`` clips mixing videos.
+
+    torchcodec on a CUDA device decodes on NVDEC in this process (CUDA does not survive a fork).
+    """
     run = cfg.run
+    nvdec = run.decoder == "torchcodec" and device.type == "cuda"
+    workers = 0 if nvdec else run.workers
     dataset = ClipDataset(
-        work, sampler, short_side=cfg.preprocess.short_side, crop_size=cfg.preprocess.crop_size,
-        crops=cfg.preprocess.crops, chunk_clips=min(run.chunk_clips, run.batch_size),
-        decode_timeout_s=run.decode_timeout_s, hang_dir=parts / "hung",
+        work, sampler, chunk_clips=min(run.chunk_clips, run.batch_size), decode_timeout_s=run.decode_timeout_s,
+        hang_dir=parts / "hung", resize_short_side=cfg.preprocess.short_side if cfg.preprocess.resize == "decoder" else None,
+        decoder=run.decoder, decode_device=str(device) if nvdec else "cpu",
     )
-    batches = interleaved_batches(dataset.chunks, run.batch_size, max(1, run.workers))
-    return DataLoader(dataset, batch_sampler=batches, num_workers=run.workers, collate_fn=collate_chunks,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if run.workers > 0 else None)
+    batches = interleaved_batches(dataset.chunks, run.batch_size, max(1, workers))
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_chunks,
+                      pin_memory=device.type == "cuda" and not nvdec, prefetch_factor=4 if workers > 0 else None)
 
 
 class ExtractStep:
     """Runs the model on decoded batches and streams each video's rows into its part file."""
 
-    def __init__(self, model: torch.nn.Module, normalize: Normalizer, cfg: ExtractConfig, sampler: ClipSampler,
+    def __init__(self, model: torch.nn.Module, transform: ClipTransform, cfg: ExtractConfig, sampler: ClipSampler,
                  parts: Path, device: torch.device) -> None:
-        self.model, self.normalize, self.cfg, self.sampler = model, normalize, cfg, sampler
+        self.model, self.transform, self.cfg, self.sampler = model, transform, cfg, sampler
         self.parts, self.device = parts, device
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.model.precision)
         self.bar: tqdm | None = None
@@ -142,6 +143,7 @@ class ExtractStep:
         self._writers: dict[int, VideoPartWriter] = {}
         self._done: set[str] = set()
         self._counted: dict[str, int] = {}
+        self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
 
     def start(self, work: list[VideoWork]) -> None:
         """Begin a loader pass over ``work`` (batch video indices refer to it)."""
@@ -174,7 +176,7 @@ class ExtractStep:
         for index, reason in batch.failures:
             if self._work[index].video_id not in self._done:
                 self.fail(self._work[index], reason)
-        if batch.frames.numel() == 0:
+        if not batch.frames:
             return
         feats = self.forward(batch.frames)
         videos = batch.video_index.numpy()
@@ -184,16 +186,39 @@ class ExtractStep:
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(videos)]):
             self._store(int(videos[lo]), int(clips[lo]), feats[lo:hi])
 
-    def forward(self, frames: torch.Tensor) -> np.ndarray:
-        """uint8 ``(N, crops, T, S, S, 3)`` -> float32 ``(N, crops * C)`` (crop features concatenated)."""
-        n = frames.shape[0]
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                                                    enabled=self.dtype is not None):
-            x = self.normalize(frames.to(self.device, non_blocking=True))
+    def forward(self, frames: Sequence[torch.Tensor]) -> np.ndarray:
+        """Chunks of uint8 frames ``(n, T, H, W, 3)`` -> float32 ``(sum n, crops * C)`` (crop features concatenated).
+
+        A CUDA out-of-memory error halves the model batch and retries (said once on stderr); the
+        smaller batch is kept for the rest of the run.
+        """
+        with torch.inference_mode():
+            x = torch.cat([self.transform(chunk) for chunk in frames])
+            rows = len(x) // self.cfg.preprocess.crops
+            out = []
+            start = 0
+            while start < len(x):
+                size = len(x) - start if self.max_batch is None else min(self.max_batch, len(x) - start)
+                try:
+                    out.append(self._model(x[start : start + size]))
+                except torch.OutOfMemoryError:
+                    if size <= self.cfg.preprocess.crops:
+                        raise
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if self.max_batch is None:
+                        print(f"extract-features: out of memory on {self.device} with {size // self.cfg.preprocess.crops} "
+                              "clips; halving the model batch", file=sys.stderr)
+                    self.max_batch = max(self.cfg.preprocess.crops, size // 2 // self.cfg.preprocess.crops * self.cfg.preprocess.crops)
+                    continue
+                start += size
+        return torch.cat(out).float().reshape(rows, -1).cpu().numpy()
+
+    def _model(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last_3d)
-            out = self.model(x)
-        return out.float().reshape(n, -1).cpu().numpy()
+            return self.model(x)
 
     def _store(self, index: int, first_clip: int, feats: np.ndarray) -> None:
         work = self._work[index]

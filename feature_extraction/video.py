@@ -1,9 +1,10 @@
-"""Video files: finding them, probing them, and reading frames with decord.
+"""Video files: finding them, probing them, and reading frames with decord or torchcodec.
 
-Frames are always read by index in small batches (``VideoReader.get_batch``), never the whole
-video, and resized by the decoder itself so a 1080p source costs no more memory than its resized
-frames. Probing runs in killable worker processes with a per-video timeout, so a file that hangs or
-crashes the decoder becomes a recorded failure instead of a stalled run.
+Frames are always read by index in small batches, never the whole video. Readers decode full
+frames (resizing happens on the model's device, see ``feature_extraction.transform``); decord can
+also resize in the decoder, the approximate fast path. Probing (decord) runs in killable worker
+processes with a per-video timeout, so a file that hangs or crashes the decoder becomes a recorded
+failure instead of a stalled run.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
@@ -73,48 +75,186 @@ def _read_video_list(path: Path) -> set[str]:
     return ids
 
 
-def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """``(width, height)`` scaled so the shorter side is ``short_side``, aspect ratio kept."""
-    scale = short_side / min(width, height)
-    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+DECODERS = ("decord", "torchcodec")
 
 
-def open_video(path: str | Path, size: tuple[int, int] | None = None):  # -> decord.VideoReader
-    """A single-threaded decord reader that decodes to ``size`` = ``(width, height)`` (source size if None)."""
-    import decord
+def open_video(path: str | Path, size: tuple[int, int] | None = None, *, decoder: str = "decord",
+               device: str = "cpu") -> "VideoReader":
+    """A reader of ``path`` decoding to ``size`` = ``(width, height)`` (full frames if ``None``).
 
-    width, height = size if size is not None else (-1, -1)
-    try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1)
-    except (RuntimeError, decord.DECORDError) as exc:
-        raise VideoError(f"{path}: cannot open video ({_first_line(exc)})") from exc
-
-
-def frame_starts(reader, path: str | Path) -> np.ndarray:
-    """Presentation time of every frame in seconds from the first frame, shape ``(num_frames,)``, ascending."""
-    import decord
-
-    try:
-        stamps = reader.get_frame_timestamp(np.arange(len(reader)))
-    except (RuntimeError, decord.DECORDError) as exc:
-        raise VideoError(f"{path}: cannot read frame timestamps ({_first_line(exc)})") from exc
-    starts = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
-    return starts - starts[0]
-
-
-def read_frames(reader, indices: np.ndarray, path: str | Path) -> np.ndarray:
-    """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(len(indices), H, W, 3)``.
-
-    Each distinct frame is decoded once, in ascending order.
+    ``decoder`` is ``decord`` (CPU, one thread) or ``torchcodec`` (FFmpeg; ``device="cuda"`` decodes on
+    NVDEC). Decoder-side resizing (``size``) exists only for decord.
     """
-    import decord
+    if decoder == "decord":
+        return DecordReader(path, size)
+    if decoder == "torchcodec":
+        if size is not None:
+            raise ValueError("decoder-side resizing needs decoder 'decord' (torchcodec decodes full frames)")
+        return TorchcodecReader(path, device)
+    raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
 
-    unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
-    try:
-        frames = reader.get_batch(unique.tolist()).asnumpy()
-    except (RuntimeError, decord.DECORDError) as exc:
-        raise VideoError(f"{path}: cannot decode frames {unique[0]}..{unique[-1]} ({_first_line(exc)})") from exc
-    return frames[inverse]
+
+def check_decoder(decoder: str) -> None:
+    """Raise ``ValueError`` saying how to install ``decoder`` when it cannot be imported here."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
+    if decoder == "torchcodec":
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+        except (ImportError, RuntimeError, OSError) as exc:  # FFmpeg's missing libraries fail the import too
+            raise ValueError(
+                f"decoder 'torchcodec' is not usable ({_first_line(exc)}); install it with "
+                "pip install 'tadaloc[gpu-decode]' and FFmpeg's shared libraries (e.g. apt-get install ffmpeg)"
+            ) from exc
+
+
+class VideoReader:
+    """Frames of one video by index: ``len(reader)``, :meth:`frame_starts`, :meth:`read`."""
+
+    path: Path
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def frame_starts(self) -> np.ndarray:
+        """Presentation time of every frame in seconds from the first frame, ``(num_frames,)``, ascending."""
+        raise NotImplementedError
+
+    def read(self, indices: np.ndarray) -> torch.Tensor:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(len(indices), H, W, 3)`` RGB.
+
+        Each distinct frame is decoded once, in ascending order.
+        """
+        unique, inverse = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+        frames = self._read_sorted(unique)
+        return frames[torch.from_numpy(inverse).to(frames.device)]
+
+    def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
+        """Frames at ascending distinct ``unique`` indices, uint8 ``(len(unique), H, W, 3)``."""
+        raise NotImplementedError
+
+
+class DecordReader(VideoReader):
+    """decord ``VideoReader`` on the CPU, one thread, optionally resizing to ``size`` (swscale bilinear).
+
+    decord's ``get_batch`` fails for some frame sizes (2-pixel-wide, 48x32, ...: "DECORDArrayCopyFromTo:
+    The size must exactly match"); such a video is then decoded with PyAV at full size instead.
+    """
+
+    def __init__(self, path: str | Path, size: tuple[int, int] | None = None) -> None:
+        import decord
+
+        self.path = Path(path)
+        self._fallback: _PyAVFrames | None = None
+        width, height = size if size is not None else (-1, -1)
+        try:
+            self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1)
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise VideoError(f"{path}: cannot open video ({_first_line(exc)})") from exc
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    @property
+    def fps(self) -> float:
+        """The container's average frame rate."""
+        return float(self._reader.get_avg_fps())
+
+    def frame_starts(self) -> np.ndarray:
+        import decord
+
+        try:
+            stamps = self._reader.get_frame_timestamp(np.arange(len(self._reader)))
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise VideoError(f"{self.path}: cannot read frame timestamps ({_first_line(exc)})") from exc
+        starts = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)[:, 0]
+        return starts - starts[0]
+
+    def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
+        import decord
+
+        if self._fallback is not None:
+            return self._fallback._read_sorted(unique)
+        try:
+            return torch.from_numpy(self._reader.get_batch(unique.tolist()).asnumpy())
+        except (RuntimeError, decord.DECORDError) as exc:
+            if "DECORDArrayCopyFromTo" in str(exc):
+                self._fallback = _PyAVFrames(self.path)
+                return self._fallback._read_sorted(unique)
+            raise VideoError(f"{self.path}: cannot decode frames {unique[0]}..{unique[-1]} ({_first_line(exc)})") from exc
+
+
+class _PyAVFrames:
+    """Full RGB frames decoded in order with PyAV (decord's fallback); ascending reads continue one decode."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._frames: Iterator | None = None
+        self._next = 0
+        self._container = None
+
+    def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
+        import av
+
+        if self._frames is None or unique[0] < self._next:
+            if self._container is not None:
+                self._container.close()
+            try:
+                self._container = av.open(str(self.path))
+            except av.FFmpegError as exc:
+                raise VideoError(f"{self.path}: cannot open video ({_first_line(exc)})") from exc
+            self._frames, self._next = self._container.decode(video=0), 0
+        out = []
+        try:
+            for wanted in unique.tolist():
+                while self._next <= wanted:
+                    frame = next(self._frames)
+                    self._next += 1
+                out.append(frame.to_ndarray(format="rgb24"))
+        except (StopIteration, av.FFmpegError) as exc:
+            raise VideoError(f"{self.path}: cannot decode frames {unique[0]}..{unique[-1]} (PyAV: {exc!r})") from exc
+        return torch.from_numpy(np.stack(out))
+
+
+class TorchcodecReader(VideoReader):
+    """torchcodec ``VideoDecoder`` (exact seeking, NHWC) on the CPU or on NVDEC (``device="cuda"``).
+
+    Frame timestamps come from the packets (PyAV demuxing, no decoding), sorted into presentation order.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        check_decoder("torchcodec")
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = Path(path)
+        try:
+            self._decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact", device=device)
+        except (RuntimeError, ValueError) as exc:
+            raise VideoError(f"{path}: cannot open video ({_first_line(exc)})") from exc
+
+    def __len__(self) -> int:
+        return int(self._decoder.metadata.num_frames)
+
+    def frame_starts(self) -> np.ndarray:
+        import av
+
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+                base = float(stream.time_base)
+        except (av.FFmpegError, IndexError) as exc:
+            raise VideoError(f"{self.path}: cannot read frame timestamps ({_first_line(exc)})") from exc
+        starts = np.sort(np.asarray(pts, dtype=np.float64))[: len(self)] * base
+        if starts.size != len(self):
+            raise VideoError(f"{self.path}: {starts.size} packet timestamps for {len(self)} frames")
+        return starts - starts[0]
+
+    def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
+        try:
+            return self._decoder.get_frames_at(unique.tolist()).data
+        except (RuntimeError, IndexError) as exc:
+            raise VideoError(f"{self.path}: cannot decode frames {unique[0]}..{unique[-1]} ({_first_line(exc)})") from exc
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -125,13 +265,13 @@ def probe_video(path: str | Path) -> VideoInfo:
     path = Path(path)
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
-    reader = open_video(path)
+    reader = DecordReader(path)
     num_frames = len(reader)
     if num_frames == 0:
         raise VideoError(f"{path}: no video frames")
-    starts = frame_starts(reader, path)
-    first = read_frames(reader, np.array([0, num_frames - 1]), path)[0]
-    fps = float(reader.get_avg_fps())
+    starts = reader.frame_starts()
+    first = reader.read(np.array([0, num_frames - 1]))[0]
+    fps = reader.fps
     # The last frame lasts as long as the ones before it, on average.
     duration = float(starts[-1] + (starts[-1] / (num_frames - 1) if num_frames > 1 else 1.0 / fps))
     if not np.isfinite(duration) or duration <= 0:

@@ -50,8 +50,12 @@ _FRESH_PARAMS = re.compile(r"\.(b_rf|b_avgpool_bn|dwconv_rf)\.")
 class Preprocessing:
     """How clips must be prepared for a weights choice.
 
-    RGB frames as uint8 / 255; short side resized (bilinear) to ``short_side``; centre ``crop_size`` square;
-    ``(x - mean) / std`` per channel; ``clip_len`` frames taken every ``frame_interval`` source frames.
+    ``clip_len`` frames over ``clip_len * frame_interval`` frames at the sample rate, picked by the
+    ``sampling`` rule (``tadaconv``: the official interval-based test rule; ``nominal``: evenly at the
+    sample rate, see :mod:`feature_extraction.clips`). RGB frames as uint8 / 255, short side resized to
+    ``short_side`` (``resize="device"``: the official ``F.interpolate`` bilinear on full frames, on the
+    model's device; ``"decoder"``: decord's resize, the approximate fast path), ``crop_size`` squares at
+    the official offsets, ``(x - mean) / std`` per channel (see :mod:`feature_extraction.transform`).
     """
 
     short_side: int
@@ -60,6 +64,8 @@ class Preprocessing:
     std: tuple[float, float, float]
     clip_len: int
     frame_interval: int
+    sampling: str = "tadaconv"
+    resize: str = "device"
 
 
 KINETICS_MEAN_STD = ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225))  # the official TAdaConv normalisation
@@ -104,8 +110,10 @@ class WeightsSpec:
         return file
 
 
-def _pre(short_side: int, crop: int, mean_std: tuple, clip_len: int, interval: int) -> Preprocessing:
-    return Preprocessing(short_side, crop, mean_std[0], mean_std[1], clip_len, interval)
+def _pre(short_side: int, crop: int, mean_std: tuple, clip_len: int, interval: int, *, official: bool = True) -> Preprocessing:
+    """``official``: the TAdaConv test sampling and transform; otherwise nominal spacing and decoder resize."""
+    sampling, resize = ("tadaconv", "device") if official else ("nominal", "decoder")
+    return Preprocessing(short_side, crop, mean_std[0], mean_std[1], clip_len, interval, sampling, resize)
 
 
 WEIGHTS: dict[str, dict[str, WeightsSpec]] = {
@@ -123,19 +131,19 @@ WEIGHTS: dict[str, dict[str, WeightsSpec]] = {
             "torchvision ResNet-50 IMAGENET1K_V1 as a plug-and-play TAda2D init",
         ),
         "random": WeightsSpec(
-            "tada2d_r50", "random", None, None, None, _pre(256, 224, KINETICS_MEAN_STD, 8, 8),
-            "official random init (for tests and demos)",
+            "tada2d_r50", "random", None, None, None, _pre(256, 224, KINETICS_MEAN_STD, 8, 8, official=False),
+            "official random init (for tests and demos; nominal spacing and decoder resize, the fast path)",
         ),
     },
     "tadaconvnext_tiny": {
         "imagenet": WeightsSpec(
             "tadaconvnext_tiny", "imagenet", KIND_TV_CONVNEXT, "convnext_tiny-983f1562.pth",
             "https://download.pytorch.org/models/convnext_tiny-983f1562.pth",
-            _pre(236, 224, IMAGENET_MEAN_STD, 16, 4),
+            _pre(236, 224, IMAGENET_MEAN_STD, 16, 4, official=False),
             "torchvision ConvNeXt-T IMAGENET1K_V1 as a plug-and-play TAdaConvNeXt init (16 frames: the stem halves time)",
         ),
         "random": WeightsSpec(
-            "tadaconvnext_tiny", "random", None, None, None, _pre(236, 224, IMAGENET_MEAN_STD, 16, 4),
+            "tadaconvnext_tiny", "random", None, None, None, _pre(236, 224, IMAGENET_MEAN_STD, 16, 4, official=False),
             "random init (for tests and demos)",
         ),
     },

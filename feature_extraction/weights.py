@@ -3,8 +3,11 @@
 Reading (always ``torch.load(..., weights_only=True)``, never a download):
 
 * **official TAdaConv checkpoints** (``.pyth``: ``{"model_state": ..., "model_ema_state": ...}``, keys
-  ``backbone.conv2.res_1.conv_branch.b.weight``, ``head.out.weight``; an optional ``module.`` prefix) and
-  state dicts saved from our models (same layout): every backbone key must match by name and shape;
+  ``backbone.conv2.res_1.conv_branch.b.weight``, ``head.out.weight``; an optional ``module.`` prefix),
+  ModelScope TAdaConvNeXt checkpoints (``pytorch_model.pt``: the same ``{"model_state": ...}`` layout, keys
+  ``backbone.stages.0.0.dwconv_rf.ln.weight`` ...; the key map is the identity, see
+  :class:`~feature_extraction.backbones.TAdaConvNeXt`) and state dicts saved from our models (same layout):
+  every backbone key must match by name and shape;
 * **torchvision ImageNet state dicts** of ``resnet50`` / ``convnext_tiny``, mapped onto TAda2D-R50 /
   TAdaConvNeXt-T (plug-and-play: the calibration (``b_rf``, ``dwconv_rf``) and temporal aggregation
   (``b_avgpool_bn``) parameters keep their initialisation, so a freshly built model then computes exactly

@@ -142,7 +142,8 @@ class RankGroup:
             self._monitor.stop()
             self._monitor = None
         if self.world > 1:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+            if self._previous_sigterm is not None:  # None: the previous handler was not set from Python
+                signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
             if dist.is_initialized():
                 dist.destroy_process_group()
 

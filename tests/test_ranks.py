@@ -1,10 +1,12 @@
 """Rank coordination: heartbeats find a lost rank (dead, hung or never started), done ranks are not waited for."""
 import json
+import signal
 import threading
 import time
 
 import pytest
 
+from feature_extraction import cli, ranks
 from feature_extraction.ranks import Heartbeat, cuda_index
 
 
@@ -71,3 +73,29 @@ def test_cuda_index_shares_gpus_round_robin():
         cuda_index(0, 0)
     with pytest.raises(ValueError, match="rank timeout"):
         Heartbeat("unused", rank=0, world=2, timeout_s=0)
+
+
+def test_a_cuda_rank_binds_its_gpu_before_the_gloo_group(monkeypatch):
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(ranks.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(ranks.torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(ranks.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(ranks.dist, "init_process_group", lambda backend, timeout: calls.append(("init", backend)))
+    before = signal.getsignal(signal.SIGTERM)
+    group = ranks.RankGroup(cuda=True)
+    assert calls == [("set_device", 1), ("init", "gloo")]
+    assert group.device == ranks.torch.device("cuda", 1) and (group.rank, group.world) == (3, 4)
+    assert signal.getsignal(signal.SIGTERM) == group._on_sigterm
+    group.close()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_rerun_forgets_the_heartbeats_of_the_interrupted_run(tmp_path):
+    out, parts = tmp_path / "f.h5", tmp_path / "f.h5.parts"
+    cli._prepare_workdir(out, parts, {"config": {}, "weights_sha256": ""})
+    Heartbeat(parts / "ranks", rank=1, world=2, timeout_s=1).mark_done()  # a rank that finished before the crash
+    cli._prepare_workdir(out, parts, {"config": {}, "weights_sha256": ""})
+    assert not (parts / "ranks").exists() and (parts / "run.json").exists()

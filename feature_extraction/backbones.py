@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from feature_extraction.tadaconv import RouteFuncMLP, TAdaConv2d, from_frames, to_frames
+from feature_extraction.tadaconv import ChannelsLayerNorm, RouteFuncMLP, TAdaConv2d, from_frames, to_frames
 from feature_extraction.weights import (
     Checkpoint,
     Preprocessing,
     apply_checkpoint,
     get_weights_spec,
-    infer_tada2d_base_width,
+    infer_base_width,
     read_checkpoint,
 )
 
@@ -213,18 +213,6 @@ class TAda2DResNet(nn.Module):
 # --------------------------------------------------------------------------- TAdaConvNeXt-T
 
 
-class ChannelsLayerNorm(nn.LayerNorm):
-    """``LayerNorm`` over ``C`` of ``(N, C, T, H, W)`` (ConvNeXt's "channels_first" LayerNorm, eps 1e-6)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-6)
-
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        """``(N, C, T, H, W)`` -> same shape, stored ``(N, T, H, W, C)`` in memory."""
-        y = F.layer_norm(x.permute(0, 2, 3, 4, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return y.permute(0, 4, 1, 2, 3)
-
-
 def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     """Stochastic depth: in training, zero each sample's residual branch with probability ``p`` (rescaled)."""
     if not training or p == 0.0:
@@ -236,13 +224,14 @@ def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
 class TAdaConvNeXtBlock(nn.Module):
     """ConvNeXt block whose depthwise 7x7 conv is a TAdaConv2d (``cal_dim="cout"``, calibrated bias).
 
-    ``x + drop_path(gamma * pwconv2(gelu(pwconv1(norm(dwconv(x, *dwconv_rf(x)))))))``.
+    ``x + drop_path(gamma * pwconv2(gelu(pwconv1(norm(dwconv(x, *dwconv_rf(x)))))))``; the route function
+    ``dwconv_rf`` is ModelScope's ``normal_lngelu`` one (LayerNorm + GELU, see :class:`RouteFuncMLP`).
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale: float = 1e-6) -> None:
         super().__init__()
         self.dwconv = TAdaConv2d(dim, dim, (1, 7, 7), padding=(0, 3, 3), groups=dim, bias=True, cal_dim="cout")
-        self.dwconv_rf = RouteFuncMLP(dim, ratio=4, kernels=(3, 3), bias_calibration=True)
+        self.dwconv_rf = RouteFuncMLP(dim, ratio=4, kernels=(3, 3), bias_calibration=True, norm="ln_gelu")
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.pwconv2 = nn.Linear(4 * dim, dim)
@@ -259,16 +248,26 @@ class TAdaConvNeXtBlock(nn.Module):
 
 
 class TAdaConvNeXt(nn.Module):
-    """TAdaConvNeXt backbone (ConvNeXt layout of the ModelScope implementation, names ``downsample_layers``,
-    ``stages``, ``norm``).
+    """TAdaConvNeXt backbone as ModelScope builds it (``modelscope/models/cv/action_recognition/tada_convnext.py``,
+    ``TadaConvNeXt`` with ``ROUTE_FUNC_TYPE: normal_lngelu``, ``ROUTE_FUNC_R: 4``, ``ROUTE_FUNC_K: [3, 3]``).
 
     Stem ``Conv3d(3, dims[0], (2, 4, 4), stride (2, 4, 4))`` + LayerNorm, so ``T' = T // 2``; between stages a
     LayerNorm + per-frame 2x2 stride-2 conv. ``norm`` is the final LayerNorm applied to the pooled feature.
+
+    Parameter names are ModelScope's, so the ``model_state`` of its checkpoints (``backbone.*`` and the
+    ``BaseHead`` linear ``head.out.*``) loads into :class:`VideoModel` with the identity key map:
+    ``backbone.downsample_layers.{0..3}.{0,1}.*`` (stem conv + LN; LN + 2x2 conv),
+    ``backbone.stages.{i}.{j}.{dwconv,dwconv_rf.{g,a,ln,b,b_bias},norm,pwconv1,pwconv2,gamma}``,
+    ``backbone.norm.*``. TAdaConv2d weights are ``(1, 1, C, 1, 7, 7)`` and biases ``(1, 1, C)`` there too.
+    A checkpoint with a BatchNorm route (``dwconv_rf.bn.*``, ModelScope's ``normal`` route type) is a
+    different model and is refused by the key check.
     """
 
     def __init__(self, dims: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (3, 3, 9, 3),
                  drop_path_rate: float = 0.0, layer_scale: float = 1e-6) -> None:
         super().__init__()
+        if min(dims) < 4:
+            raise ValueError(f"TAdaConvNeXt dims must be >= 4 (the route function reduces channels by 4), got {tuple(dims)}")
         self.downsample_layers = nn.ModuleList(
             [nn.Sequential(nn.Conv3d(3, dims[0], kernel_size=(2, 4, 4), stride=(2, 4, 4)), ChannelsLayerNorm(dims[0]))]
         )
@@ -298,7 +297,7 @@ class TAdaConvNeXt(nn.Module):
                 m.reset_calibration()
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(N, 3, T, H, W)`` -> last stage map ``(N, 768, T//2, H/32, W/32)``."""
+        """``(N, 3, T, H, W)`` -> last stage map ``(N, dims[-1], T//2, H/32, W/32)``."""
         for downsample, stage in zip(self.downsample_layers, self.stages):
             x = stage(downsample(x))
         return x
@@ -372,19 +371,25 @@ def tada2d_r50(*, base_width: int | None = None, num_classes: int | None = None,
     """
     checkpoint = _read(weights)
     if base_width is None:
-        base_width = infer_tada2d_base_width(checkpoint) if checkpoint is not None else 64
+        base_width = infer_base_width(checkpoint, "tada2d_r50") if checkpoint is not None else 64
     return _with_weights(VideoModel(TAda2DResNet(base_width), num_classes, dropout), checkpoint)
 
 
-def tadaconvnext_tiny(*, num_classes: int | None = None, weights: Weights = None, dropout: float = 0.0,
-                      drop_path_rate: float = 0.0) -> VideoModel:
-    """TAdaConvNeXt-T (dims 96/192/384/768, depths 3/3/9/3; feature dim 768; halves the clip length).
+def tadaconvnext_tiny(*, base_width: int | None = None, num_classes: int | None = None, weights: Weights = None,
+                      dropout: float = 0.0, drop_path_rate: float = 0.0) -> VideoModel:
+    """TAdaConvNeXt-T (dims ``base_width * (1, 2, 4, 8)``, 96/192/384/768 at the default ``base_width=96``;
+    depths 3/3/9/3; feature dim ``8 * base_width``; halves the clip length).
 
-    ``weights``: path of a torchvision ``convnext_tiny`` state dict (2D weights map one to one, the stem
-    kernel is inflated over 2 frames) or of a saved state dict of this model, or a read ``Checkpoint``.
+    ``weights``: path of a ModelScope TAdaConvNeXt checkpoint (``{"model_state": ...}``, identity key map,
+    see :class:`TAdaConvNeXt`), a torchvision ``convnext_tiny`` state dict (2D weights map one to one, the
+    stem kernel is inflated over 2 frames), a saved state dict of this model, or a read ``Checkpoint``.
+    With ``base_width=None`` the width is read from ``weights`` (96 without weights).
     """
     checkpoint = _read(weights)
-    return _with_weights(VideoModel(TAdaConvNeXt(drop_path_rate=drop_path_rate), num_classes, dropout), checkpoint)
+    if base_width is None:
+        base_width = infer_base_width(checkpoint, "tadaconvnext_tiny") if checkpoint is not None else 96
+    backbone = TAdaConvNeXt(dims=tuple(base_width * m for m in (1, 2, 4, 8)), drop_path_rate=drop_path_rate)
+    return _with_weights(VideoModel(backbone, num_classes, dropout), checkpoint)
 
 
 BACKBONES: dict[str, Callable[..., VideoModel]] = {

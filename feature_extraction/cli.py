@@ -9,7 +9,8 @@ Usage::
     extract-features export features.h5 --format npy -o DIR          (see feature_extraction/export_features.py)
 
 Run under ``torchrun --nproc_per_node=N -m feature_extraction.cli ...`` to shard the videos across
-ranks. How a run survives crashes:
+ranks (they coordinate over gloo, each CUDA rank on its own GPU; a rank that dies or hangs stops the
+others within ``--rank-timeout-s`` seconds, see :mod:`feature_extraction.ranks`). How a run survives crashes:
 
 * every finished video is published as its own small file in ``<out>.parts/`` (written to a
   temporary name, fsynced, renamed), every failed one as a JSON record there;
@@ -23,7 +24,6 @@ A ``kill -9`` at any instant therefore leaves the previous ``<out>`` (or none) p
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 import yaml
 
 from feature_extraction import export_features, import_features
 from feature_extraction.config import PRESETS, ExtractConfig, feature_identity, make_sampler, preset_path, resolve_config
 from feature_extraction.dataset import VideoWork
 from feature_extraction.pipeline import Failure, extract_videos, load_model, model_threads, record_failure
+from feature_extraction.ranks import DEFAULT_RANK_TIMEOUT_S, EXIT_RANK_LOST, RankGroup, RankLostError
 from feature_extraction.summary import inspect_file, verify_file
 from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, probe_videos
 from feature_extraction.weights import get_weights_spec
@@ -73,6 +73,9 @@ def _extract_parser() -> argparse.ArgumentParser:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
     precision.add_argument("--bf16", action="store_const", const="bf16", dest="precision")
+    p.add_argument("--rank-timeout-s", type=float, default=DEFAULT_RANK_TIMEOUT_S,
+                   help="with several ranks: stop when another rank has sent no heartbeat for this long "
+                   f"(default {DEFAULT_RANK_TIMEOUT_S:g})")
     return p
 
 
@@ -96,7 +99,8 @@ def _verify_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0: every video done, 1: some failed, 2: usage/config error)."""
+    """Entry point; returns the exit status (0: every video done, 1: some failed, 2: usage/config error,
+    3: another rank was lost; rerun to resume)."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in SUBCOMMANDS else "extract"
     try:
@@ -113,39 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"extract-features: error: {exc}", file=sys.stderr)
         return 2
+    except RankLostError as exc:
+        print(f"extract-features: {exc}", file=sys.stderr)
+        return EXIT_RANK_LOST
     except KeyboardInterrupt:
         print("extract-features: interrupted; finished videos are kept, rerun the same command to resume", file=sys.stderr)
         return 130
 
 
 # --------------------------------------------------------------------------- extraction
-
-
-class _Dist:
-    """Rank/world of this process; a no-op for single-process runs."""
-
-    def __init__(self, cuda: bool) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if self.world > 1 and not dist.is_initialized():
-            # Ranks wait for each other at the end: allow for shards that finish far apart.
-            dist.init_process_group("nccl" if cuda else "gloo", timeout=dt.timedelta(hours=24))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def gather(self, obj: object) -> list:
-        if self.world == 1:
-            return [obj]
-        out: list = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -172,9 +152,11 @@ def run_extract(args: argparse.Namespace) -> int:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {', '.join(map(str, args.video_dirs))}")
     sha = _sha256(checkpoint) if checkpoint is not None else ""
     provenance = (cfg.model.backbone, str(checkpoint) if checkpoint is not None else f"random (seed {cfg.model.seed})", sha)
-    env = _Dist(cuda)
+    if args.rank_timeout_s <= 0:
+        raise ValueError(f"--rank-timeout-s must be > 0, got {args.rank_timeout_s}")
+    env = RankGroup(cuda)
     try:
-        return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance)
+        return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s)
     finally:
         env.close()
 
@@ -193,21 +175,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _extract(cfg: ExtractConfig, env: _Dist, videos: dict[str, Path], out: Path, checkpoint: Path | None,
-             provenance: tuple[str, str, str]) -> int:
+def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: Path, checkpoint: Path | None,
+             provenance: tuple[str, str, str], rank_timeout_s: float) -> int:
+    """Extract this rank's shard into the parts folder; rank 0 then assembles ``out``.
+
+    Returns the exit status: rank 0 says whether any video failed (of every rank); other ranks return 0
+    once their shard is done (their failures are in the parts folder, which rank 0 reports).
+    """
     parts = out.with_name(out.name + ".parts")
     identity = feature_identity(cfg, provenance[2])
     if env.rank == 0:
         _prepare_workdir(out, parts, identity)
-    env.barrier()
+    env.barrier("preparing the output folder")
+    env.start_heartbeat(parts / "ranks", rank_timeout_s)
     done = _finished_ids(out, parts)
     todo = [vid for vid in videos if vid not in done]
-    env.barrier()  # every rank has listed the finished videos before any new part appears
+    env.barrier("listing the finished videos")  # every rank has listed them before any new part appears
 
     sampler = make_sampler(cfg)
     probed = _probe_shard(todo[env.rank :: env.world], videos, cfg, parts)
     infos: dict[str, VideoInfo] = {}
-    for shard in env.gather(probed):
+    for shard in env.gather(probed, "exchanging the probed videos"):
         infos.update(shard)
     mine = shard_by_duration({vid: infos[vid].duration_s for vid in sorted(infos)}, env.world)[env.rank]
     work = [VideoWork(vid, videos[vid], infos[vid], sampler.num_clips(infos[vid].duration_s)) for vid in mine]
@@ -215,16 +203,15 @@ def _extract(cfg: ExtractConfig, env: _Dist, videos: dict[str, Path], out: Path,
         print(f"extract-features: {len(videos)} videos, {len(done)} already done, {len(todo)} to do "
               f"({len(todo) - len(infos)} failed probing), {env.world} rank(s)", file=sys.stderr)
 
-    device = torch.device(f"cuda:{env.local_rank}" if _want_cuda(cfg.run.device) else "cpu")
+    device = env.device
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it for several ranks
         torch.set_num_threads(model_threads(cfg.run.workers))
     model = load_model(cfg, checkpoint, device)
     extract_videos(work, model, cfg, sampler, device, parts, show_progress=env.rank == 0)
-    env.barrier()
-    failed = 0
-    if env.rank == 0:
-        failed = _assemble(out, parts, videos, cfg, provenance)
-    return int(max(env.gather(failed)) > 0)
+    env.finish()  # rank 0 returns once every rank is done; a lost rank stops it with a message
+    if env.rank != 0:
+        return 0
+    return int(_assemble(out, parts, videos, cfg, provenance) > 0)
 
 
 def _prepare_workdir(out: Path, parts: Path, identity: dict) -> None:
@@ -245,6 +232,7 @@ def _prepare_workdir(out: Path, parts: Path, identity: dict) -> None:
         durable_replace(tmp, stamp)
     for stale in list(parts.glob("*.tmp")) + list(parts.glob("hung/*")):
         stale.unlink()
+    shutil.rmtree(parts / "ranks", ignore_errors=True)  # heartbeats and done markers of an interrupted run
     for record in (parts / "failed").glob("*.json"):
         record.unlink()  # failed videos are retried
 

@@ -55,14 +55,32 @@ def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     return out  # type: ignore[return-value]
 
 
+RouteNorm = Literal["bn_relu", "ln_gelu"]
+
+
+class ChannelsLayerNorm(nn.LayerNorm):
+    """``LayerNorm`` over ``C`` of ``(N, C, T, H, W)`` (ConvNeXt's "channels_first" LayerNorm, eps 1e-6)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        """``(N, C, T, H, W)`` -> same shape, stored ``(N, T, H, W, C)`` in memory."""
+        y = F.layer_norm(x.permute(0, 2, 3, 4, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 4, 1, 2, 3)
+
+
 class RouteFuncMLP(nn.Module):
-    """Calibration generator of TAdaConv (official name ``RouteFuncMLP``).
+    """Calibration generator of TAdaConv (official names ``RouteFuncMLP`` / ``RouteFuncMLPLnGelu``).
 
     ``v`` = per-frame spatial average ``(N, C, T, 1, 1)``; ``g`` = 1x1 conv of the global average;
-    ``alpha = b(relu(bn(a(v + g)))) + 1`` with temporal convs ``a`` (``C -> C/ratio``, kernel
+    ``alpha = b(act(norm(a(v + g)))) + 1`` with temporal convs ``a`` (``C -> C/ratio``, kernel
     ``kernels[0]``) and ``b`` (``C/ratio -> C``, kernel ``kernels[1]``, zero-initialised so
-    ``alpha == 1`` at init). With ``bias_calibration`` a second zero-initialised head ``b_bias`` gives
-    ``alpha_bias`` for the convolution bias (the TAdaConvNeXt variant).
+    ``alpha == 1`` at init). ``norm="bn_relu"`` (TAda2D, the official TAdaConv code) is ``relu(bn(.))``
+    with a ``BatchNorm3d`` named ``bn``; ``norm="ln_gelu"`` (TAdaConvNeXt, ModelScope's
+    ``normal_lngelu`` route) is ``gelu(ln(.))`` with a channels-first ``LayerNorm`` (eps 1e-6) named
+    ``ln``. With ``bias_calibration`` a second zero-initialised head ``b_bias`` gives ``alpha_bias``
+    for the convolution bias (the TAdaConvNeXt variant).
     """
 
     def __init__(
@@ -73,15 +91,22 @@ class RouteFuncMLP(nn.Module):
         bias_calibration: bool = False,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        norm: RouteNorm = "bn_relu",
     ) -> None:
         super().__init__()
         hidden = c_in // ratio
         if hidden < 1:
             raise ValueError(f"RouteFuncMLP: c_in={c_in} is smaller than the reduction ratio {ratio}")
+        if norm not in ("bn_relu", "ln_gelu"):
+            raise ValueError(f"RouteFuncMLP: norm must be 'bn_relu' or 'ln_gelu', got {norm!r}")
         k_a, k_b = kernels
         self.g = nn.Conv3d(c_in, c_in, kernel_size=1)
         self.a = nn.Conv3d(c_in, hidden, kernel_size=(k_a, 1, 1), padding=(k_a // 2, 0, 0))
-        self.bn = nn.BatchNorm3d(hidden, eps=bn_eps, momentum=bn_momentum)
+        if norm == "bn_relu":
+            self.bn = nn.BatchNorm3d(hidden, eps=bn_eps, momentum=bn_momentum)
+        else:
+            self.ln = ChannelsLayerNorm(hidden)
+        self.norm_kind: RouteNorm = norm
         self.b = nn.Conv3d(hidden, c_in, kernel_size=(k_b, 1, 1), padding=(k_b // 2, 0, 0), bias=False)
         self.b_bias = (
             nn.Conv3d(hidden, c_in, kernel_size=(k_b, 1, 1), padding=(k_b // 2, 0, 0), bias=False)
@@ -100,7 +125,11 @@ class RouteFuncMLP(nn.Module):
         """``x`` ``(N, C, T, H, W)`` -> ``alpha`` ``(N, C, T, 1, 1)``, or ``(alpha, alpha_bias)`` with bias calibration."""
         frame_mean = x.mean(dim=(3, 4), keepdim=True)
         global_mean = x.mean(dim=(2, 3, 4), keepdim=True)
-        hidden = F.relu(self.bn(self.a(frame_mean + self.g(global_mean))))
+        hidden = self.a(frame_mean + self.g(global_mean))
+        if self.norm_kind == "bn_relu":
+            hidden = F.relu(self.bn(hidden))
+        else:
+            hidden = F.gelu(self.ln(hidden))
         alpha = self.b(hidden) + 1
         if self.b_bias is None:
             return alpha

@@ -3,8 +3,11 @@
 Reading (always ``torch.load(..., weights_only=True)``, never a download):
 
 * **official TAdaConv checkpoints** (``.pyth``: ``{"model_state": ..., "model_ema_state": ...}``, keys
-  ``backbone.conv2.res_1.conv_branch.b.weight``, ``head.out.weight``; an optional ``module.`` prefix) and
-  state dicts saved from our models (same layout): every backbone key must match by name and shape;
+  ``backbone.conv2.res_1.conv_branch.b.weight``, ``head.out.weight``; an optional ``module.`` prefix),
+  ModelScope TAdaConvNeXt checkpoints (``pytorch_model.pt``: the same ``{"model_state": ...}`` layout, keys
+  ``backbone.stages.0.0.dwconv_rf.ln.weight`` ...; the key map is the identity, see
+  :class:`~feature_extraction.backbones.TAdaConvNeXt`) and state dicts saved from our models (same layout):
+  every backbone key must match by name and shape;
 * **torchvision ImageNet state dicts** of ``resnet50`` / ``convnext_tiny``, mapped onto TAda2D-R50 /
   TAdaConvNeXt-T (plug-and-play: the calibration (``b_rf``, ``dwconv_rf``) and temporal aggregation
   (``b_avgpool_bn``) parameters keep their initialisation, so a freshly built model then computes exactly
@@ -175,11 +178,16 @@ class Checkpoint(NamedTuple):
         return _head_classes(self.state_dict)
 
 
-def infer_tada2d_base_width(checkpoint: Checkpoint) -> int:
-    """TAda2D-R50 ``base_width`` of a checkpoint: the stem's output channels (64 for the paper's model)."""
-    stem = checkpoint.state_dict.get("backbone.conv1.a.weight")
+# The stem weight whose output channels are a backbone's ``base_width``.
+_STEM_KEYS = {"tada2d_r50": "backbone.conv1.a.weight", "tadaconvnext_tiny": "backbone.downsample_layers.0.0.weight"}
+
+
+def infer_base_width(checkpoint: Checkpoint, backbone: str) -> int:
+    """``base_width`` of a checkpoint of ``backbone``: the stem's output channels (TAda2D-R50: 64, TAdaConvNeXt-T: 96)."""
+    key = _STEM_KEYS[backbone]
+    stem = checkpoint.state_dict.get(key)
     if stem is None:
-        raise ValueError(f"{checkpoint.path}: not a TAda2D-R50 checkpoint (no backbone.conv1.a.weight)")
+        raise ValueError(f"{checkpoint.path}: not a {backbone} checkpoint (no {key})")
     return int(stem.shape[0])
 
 

@@ -11,6 +11,8 @@ from feature_extraction.weights import load_checkpoint
 
 DATA = Path(__file__).parent / "data" / "tadaconv"
 W8 = DATA / "tada2d_r50_w8_seed21.pyth"
+MODELSCOPE = Path(__file__).parent / "data" / "tadaconvnext_modelscope"
+MODELSCOPE_W8 = MODELSCOPE / "tadaconvnext_w8_modelscope.pt"
 
 
 def test_w8_checkpoint_reproduces_official_outputs():
@@ -113,6 +115,50 @@ def test_tadaconvnext_loads_torchvision_convnext(tmp_path):
         expected = convnext.classifier[:2](convnext.avgpool(convnext.features(frames)))
         assert model.forward_features(clip).shape == (2, 768, 1, 2, 2)
         torch.testing.assert_close(model.backbone.pool(model.forward_features(clip)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tadaconvnext_equals_the_modelscope_reference():
+    """A thin ModelScope TAdaConvNeXt (LN + GELU route, non-zero calibration) loads and gives its outputs."""
+    io = torch.load(MODELSCOPE / "io.pt", weights_only=True)
+    clip = io["clip"].float()  # (2, 3, 8, 64, 64), stored as float16, computed in float32 on both sides
+    model = tadaconvnext_tiny(num_classes=5, weights=MODELSCOPE_W8).eval()
+    assert model.feature_dim == 64 and model.backbone.stages[0][0].dwconv.weight.shape == (1, 1, 8, 1, 7, 7)
+    with torch.no_grad():
+        features = model.forward_features(clip)
+        pooled = model.backbone.pool(features)
+        probs = model(clip).softmax(-1)
+        alpha, alpha_bias = model.backbone.stages[0][0].dwconv_rf(model.backbone.downsample_layers[0](clip))
+    torch.testing.assert_close(features, io["stage4_map"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pooled, io["features"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(probs, io["probs"], atol=1e-5, rtol=0)
+    assert (alpha - 1).abs().max() > 0.3 and (alpha_bias - 1).abs().max() > 0.3  # the calibration is exercised
+
+    for m in model.modules():
+        if hasattr(m, "reset_calibration"):
+            m.reset_calibration()
+    with torch.no_grad():
+        assert (model.backbone.pool(model.forward_features(clip)) - io["features"]).abs().max() > 0.05
+
+
+def test_tadaconvnext_modelscope_key_map_is_the_identity(tmp_path):
+    """ModelScope's ``model_state`` keys are ours one to one; a BatchNorm-route checkpoint is refused by name."""
+    state = torch.load(MODELSCOPE_W8, weights_only=True)["model_state"]
+    model = tadaconvnext_tiny(base_width=8, num_classes=5)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sum(".dwconv_rf.ln." in k for k in state) == 2 * 18
+    bn_route = {k: v for k, v in state.items() if ".dwconv_rf.ln." not in k}
+    for key in [k for k in state if k.endswith(".dwconv_rf.ln.weight")]:
+        prefix = key[: -len("ln.weight")]
+        hidden = state[key].shape
+        bn_route.update({f"{prefix}bn.weight": torch.ones(hidden), f"{prefix}bn.bias": torch.zeros(hidden),
+                         f"{prefix}bn.running_mean": torch.zeros(hidden), f"{prefix}bn.running_var": torch.ones(hidden),
+                         f"{prefix}bn.num_batches_tracked": torch.tensor(0)})
+    torch.save({"model_state": bn_route}, tmp_path / "bn_route.pt")
+    with pytest.raises(ValueError) as err:
+        tadaconvnext_tiny(weights=tmp_path / "bn_route.pt")
+    message = str(err.value)
+    assert "bn_route.pt" in message and "missing keys (36)" in message and "unexpected keys (90)" in message
+    assert "backbone.stages.0.0.dwconv_rf.ln.weight" in message and "backbone.stages.0.0.dwconv_rf.bn.running_var" in message
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_expectation():

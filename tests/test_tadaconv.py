@@ -83,6 +83,33 @@ def test_route_function_starts_at_one():
     assert isinstance(RouteFuncMLP(16)(torch.randn(1, 16, 3, 4, 4)), torch.Tensor)
 
 
+def test_layernorm_gelu_route_function_written_out():
+    """ModelScope's ``normal_lngelu`` route: ``b(gelu(channel-LN(a(v + g)))) + 1``, computed plainly here."""
+    torch.manual_seed(3)
+    rf = RouteFuncMLP(12, ratio=4, kernels=(3, 3), bias_calibration=True, norm="ln_gelu").eval()
+    with torch.no_grad():
+        for param in rf.parameters():
+            param.normal_(0.0, 0.5)
+    x = torch.randn(2, 12, 5, 4, 3)
+    with torch.no_grad():
+        alpha, alpha_bias = rf(x)
+        v = x.mean(dim=(3, 4), keepdim=True)
+        g = torch.einsum("oc,nc->no", rf.g.weight[:, :, 0, 0, 0], x.mean(dim=(2, 3, 4))) + rf.g.bias
+        h = torch.nn.functional.conv3d(v + g[:, :, None, None, None], rf.a.weight, rf.a.bias, padding=(1, 0, 0))
+        mean = h.mean(dim=1, keepdim=True)
+        var = ((h - mean) ** 2).mean(dim=1, keepdim=True)
+        h = (h - mean) / torch.sqrt(var + 1e-6) * rf.ln.weight.view(1, -1, 1, 1, 1) + rf.ln.bias.view(1, -1, 1, 1, 1)
+        h = 0.5 * h * (1 + torch.erf(h / 2**0.5))
+        expected = torch.nn.functional.conv3d(h, rf.b.weight, padding=(1, 0, 0)) + 1
+        expected_bias = torch.nn.functional.conv3d(h, rf.b_bias.weight, padding=(1, 0, 0)) + 1
+    torch.testing.assert_close(alpha, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(alpha_bias, expected_bias, atol=1e-5, rtol=1e-5)
+    assert (alpha - 1).abs().max() > 0.1
+    assert {k: tuple(v.shape) for k, v in rf.state_dict().items() if ".ln." in f".{k}"} == {"ln.weight": (3,), "ln.bias": (3,)}
+    with pytest.raises(ValueError, match="norm must be"):
+        RouteFuncMLP(12, norm="bn_gelu")
+
+
 def test_parameter_layout_is_official():
     conv = TAdaConv2d(8, 16, (1, 3, 3), groups=2, bias=True)
     assert conv.weight.shape == (1, 1, 16, 4, 3, 3) and conv.bias.shape == (1, 1, 16)

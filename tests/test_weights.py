@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from feature_extraction.backbones import build_model, tada2d_r50
+from feature_extraction.backbones import build_model, tada2d_r50, tadaconvnext_tiny
 from feature_extraction.weights import (
     KIND_TADACONV,
     WEIGHTS,
@@ -36,6 +36,12 @@ def test_width_and_head_are_read_from_the_checkpoint():
     model = tada2d_r50(weights=W8)
     assert model.backbone.base_width == 8 and model.head is None
     torch.testing.assert_close(pooled_of(model), torch.load(IO, weights_only=True)["pooled"], atol=1e-4, rtol=0)
+
+
+def test_a_checkpoint_of_the_other_backbone_is_named_in_the_error():
+    with pytest.raises(ValueError, match=r"tada2d_r50_w8_seed21\.pyth: not a tadaconvnext_tiny checkpoint "
+                                         r"\(no backbone\.downsample_layers\.0\.0\.weight\)"):
+        tadaconvnext_tiny(weights=W8)
 
 
 def test_module_prefix_and_ema_state(tmp_path, official):

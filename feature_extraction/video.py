@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -339,7 +340,17 @@ class _ProbeWorker:
 
 
 def _probe_loop(conn: multiprocessing.connection.Connection) -> None:
+    """Probe the paths sent over ``conn`` until it closes or the parent dies.
+
+    The process is forked from one whose torch thread pool may be running: with one thread torch never enters
+    that (fork-unsafe) pool here. Polling the parent pid means a killed parent leaves no probe process behind.
+    """
+    torch.set_num_threads(1)
+    parent = os.getppid()
     while True:
+        while not conn.poll(1.0):
+            if os.getppid() != parent:
+                return
         try:
             path = conn.recv()
         except EOFError:

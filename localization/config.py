@@ -14,13 +14,14 @@ class DataConfig:
     """How features become head inputs.
 
     ``task`` names the dataset protocol (``localization.tasks.TASKS``): ``hacs`` (HACS Segments / ActivityNet:
-    every video rescaled to ``tscale`` bins), ``ek100`` and ``thumos14`` (sliding windows of ``tscale`` bins of
+    every video rescaled to ``tscale`` bins), ``ek100`` (the TAdaConv EK100 protocol), ``ek100_sliding`` and
+    ``thumos14`` (sliding windows of ``tscale`` bins of
     ``window_bin_s`` seconds, ``window_overlap`` apart as a fraction of a window; set ``dscale``, e.g. 100).
     ``dscale`` defaults to ``tscale``. ``train_subset``/``val_subset`` name the annotation subsets (JSON:
     e.g. ``training``/``validation``; EK100 CSVs: ``train``/``validation``, taken from the file names).
     """
 
-    task: Literal["hacs", "ek100", "thumos14"] = "hacs"
+    task: Literal["hacs", "ek100", "ek100_sliding", "thumos14"] = "hacs"
     tscale: int = 100
     dscale: int | None = None
     window_bin_s: float = 0.2667
@@ -51,9 +52,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The proposal head (``localization.heads.HEADS``) and its hyper-parameters (BMN: mmaction2 defaults)."""
+    """The proposal head (``localization.heads.HEADS``) and its hyper-parameters (BMN: mmaction2 defaults).
+
+    ``reference``: whose arithmetic the head reproduces. ``mmaction2``: its BMN targets (segments rounded to
+    float32), loss (eps 1e-5, ratio clamp 1.05..21) and proposal score ``start x end x clr x reg``. ``tadaconv``:
+    the TAdaConv EK100 code's targets (float64), loss (eps 1e-6, no clamp) and score ``clr^1.2 x reg``.
+    """
 
     head: Literal["bmn"] = "bmn"
+    reference: Literal["mmaction2", "tadaconv"] = "mmaction2"
     num_samples: int = 32
     num_samples_per_bin: int = 3
     boundary_ratio: float = 0.5
@@ -95,7 +102,8 @@ class PostprocessConfig:
     overlaps above ``soft_nms_low + (soft_nms_high - soft_nms_low) * width`` (width normalised by the video's
     duration) by ``exp(-IoU^2 / soft_nms_alpha)``.
 
-    ``max_proposals`` is per video for whole-video tasks (``hacs``) and per minute of video for windowed ones.
+    ``max_proposals`` is per video for whole-video tasks (``hacs``) and per minute of video for ``thumos14`` and
+    ``ek100_sliding``; ``ek100`` keeps the TAdaConv budget, ``int(duration_s) + 1``.
     """
 
     peak_ratio: float = 0.5

@@ -286,7 +286,7 @@ class WindowDataset(Dataset):
         window = self.windows[index]
         entry = self.entries[window.video]
         times = bin_centers(window, self.tscale)
-        x = self.window_features(entry, times)
+        x = self.task.window_features(self.reader, entry, window)
         if self.stats is not None:
             x = self.stats.apply(x)
         valid = (times >= 0) & (times <= entry.duration)
@@ -302,14 +302,15 @@ class WindowDataset(Dataset):
             item.update({k: torch.from_numpy(v) for k, v in targets.items()})
         return item
 
-    def window_features(self, entry: VideoEntry, times: np.ndarray) -> np.ndarray:
-        """Features interpolated at ``times`` (increasing), ``(C, T)``, from the rows between the clips around them."""
-        centers = entry.timing.centers(entry.num_clips)
-        lo = max(int(np.searchsorted(centers, times[0], side="right")) - 1, 0)
-        hi = min(int(np.searchsorted(centers, times[-1], side="left")) + 1, entry.num_clips)
-        hi = max(hi, lo + 1)
-        rows = self.reader.read_rows(entry.feature_id, lo, hi)
-        return interpolate_features(rows, centers[lo:hi], times)
+
+def interpolated_window(reader: FeatureReader, entry: VideoEntry, times: np.ndarray) -> np.ndarray:
+    """Features of ``entry`` interpolated at ``times`` (increasing), ``(C, T)``, reading only the clips around them."""
+    centers = entry.timing.centers(entry.num_clips)
+    lo = max(int(np.searchsorted(centers, times[0], side="right")) - 1, 0)
+    hi = min(int(np.searchsorted(centers, times[-1], side="left")) + 1, entry.num_clips)
+    hi = max(hi, lo + 1)
+    rows = reader.read_rows(entry.feature_id, lo, hi)
+    return interpolate_features(rows, centers[lo:hi], times)
 
 
 def make_dataset(
@@ -319,8 +320,8 @@ def make_dataset(
     stats: FeatureStats | None,
     vocab: "Vocabulary",
     head_targets: Callable[[np.ndarray], dict[str, np.ndarray]] | None,
-    training: bool,
+    purpose: str,
 ) -> WindowDataset:
-    """The task's windows of ``entries`` (``training``: the ones worth training on); with ``head_targets``
-    (a head's ``target_builder()``), items carry the head's and the task's targets."""
-    return WindowDataset(reader, entries, task.windows(entries, training), task, stats, head_targets, vocab)
+    """The task's windows of ``entries`` for ``purpose`` (``train``, ``validate`` or ``infer``); with
+    ``head_targets`` (a head's ``target_builder()``), items carry the head's and the task's targets."""
+    return WindowDataset(reader, entries, task.windows(entries, purpose), task, stats, head_targets, vocab)

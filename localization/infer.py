@@ -42,7 +42,7 @@ def localize(
             f"{reader.path}: features are {entries[0].feat_dim}-d but {run.checkpoint} was trained on "
             f"{run.feat_dim}-d features (localize with the features the run was trained on)"
         )
-    dataset = make_dataset(run.task, reader, entries, run.stats, run.vocab, None, training=False)
+    dataset = make_dataset(run.task, reader, entries, run.stats, run.vocab, None, purpose="infer")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     per_video: dict[int, list[WindowOutput]] = {}
     with torch.no_grad():

@@ -48,7 +48,7 @@ def build_localizer(cfg: LocalizeConfig, task: Task, feat_dim: int, vocab: Vocab
     """The head named by ``cfg.model.head`` and the task's classifier for ``feat_dim``-channel features."""
     m = cfg.model
     head = HEADS[m.head](
-        feat_dim, cfg.data.tscale, cfg.data.resolved_dscale, num_samples=m.num_samples,
+        feat_dim, cfg.data.tscale, cfg.data.resolved_dscale, reference=m.reference, num_samples=m.num_samples,
         num_samples_per_bin=m.num_samples_per_bin, boundary_ratio=m.boundary_ratio,
         hidden_dim_1d=m.hidden_dim_1d, hidden_dim_2d=m.hidden_dim_2d, hidden_dim_3d=m.hidden_dim_3d,
     )

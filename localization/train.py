@@ -188,7 +188,7 @@ def _train(
     model = build_localizer(cfg, task, feat_dim, vocab).to(env.device)
     attrs = reader.file_attrs()
     provenance = {key: str(attrs[key]) for key in PROVENANCE_KEYS if key in attrs}  # how the features were made
-    train_set = make_dataset(task, reader, train_entries, stats, vocab, model.head.target_builder(), training=True)
+    train_set = make_dataset(task, reader, train_entries, stats, vocab, model.head.target_builder(), purpose="train")
     if len(train_set) == 0:
         raise ValueError(f"{annotations}: no training windows (windowed tasks: no window of {cfg.data.tscale} bins holds a whole action)")
     val_set = None
@@ -197,7 +197,7 @@ def _train(
         _report_unknown_labels(task, val_entries, vocab, val_source)
         if val_entries[0].feat_dim != feat_dim:
             raise ValueError(f"{features}: validation features are {val_entries[0].feat_dim}-d, training {feat_dim}-d")
-        val_set = make_dataset(task, reader, val_entries, stats, vocab, model.head.target_builder(), training=False)
+        val_set = make_dataset(task, reader, val_entries, stats, vocab, model.head.target_builder(), purpose="validate")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.train.lr_steps, gamma=cfg.train.lr_gamma)

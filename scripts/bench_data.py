@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"video: {args.minutes:g} min, {path.stat().st_size / 2**20:.0f} MiB of {args.dim}-d features")
         reader = FeatureReader(path)
         entries = build_entries(reader, read_annotations(ann).subset("validation"), task)
-        dataset = make_dataset(task, reader, entries, None, Vocabulary(labels=("a",)), None, training=False)
+        dataset = make_dataset(task, reader, entries, None, Vocabulary(labels=("a",)), None, purpose="infer")
         picks = np.linspace(0, len(dataset) - 1, min(args.items, len(dataset))).astype(int)
         print(f"{len(dataset)} windows of {cfg.data.tscale} bins x {cfg.data.window_bin_s} s; timing {len(picks)}")
         whole, window = [], []
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = interpolate_features(feats, timing.centers(len(feats)), bin_centers(w, cfg.data.tscale))
             whole.append(time.perf_counter() - start)
             start = time.perf_counter()
-            got = dataset.window_features(entries[w.video], bin_centers(w, cfg.data.tscale))
+            got = task.window_features(reader, entries[w.video], w)
             window.append(time.perf_counter() - start)
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
         a, b = statistics.median(whole) * 1e3, statistics.median(window) * 1e3

@@ -89,7 +89,7 @@ def test_tadaconv_ek100_chunks_train_localize_evaluate(tmp_path):
                          "--video-info", str(info)]) == 0
     work = tmp_path / "run"
     assert train_cli.main(["--config", "configs/localize/demo_ek100_bmn.yaml", *TINY, "--set", "data.dscale=16",
-                           "--set", "data.window_bin_s=0.5", "--set", "train.epochs=6", "--set", "train.lr_steps=[5]",
+                           "--set", "data.window_bin_s=0.53333332", "--set", "train.epochs=6", "--set", "train.lr_steps=[5]",
                            "--features", str(features), "--annotations", str(train_csv),
                            "--val-annotations", str(val_csv), "--video-info", str(info), "--work-dir", str(work)]) == 0
     detections = tmp_path / "ek100_detections.json"

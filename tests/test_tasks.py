@@ -32,7 +32,7 @@ def thumos_run(tmp_path_factory):
 
 
 def test_registry_names_every_task():
-    assert set(TASKS) == {"hacs", "ek100", "thumos14"}
+    assert set(TASKS) == {"hacs", "ek100", "ek100_sliding", "thumos14"}
     assert all(cls.name == name for name, cls in TASKS.items())
 
 

@@ -43,9 +43,12 @@ class Head(nn.Module, ABC):
         """Scalar losses keyed by ``loss_keys`` for a batch holding the targets of :meth:`target_builder`."""
 
     @abstractmethod
-    def fuse(self, outputs: Sequence[dict[str, np.ndarray]], offsets: Sequence[int], size: int) -> dict[str, np.ndarray]:
-        """Average one video's window outputs (one item each, batch axis removed) on a grid of ``size`` bins;
-        window ``k``'s bin ``i`` is grid bin ``offsets[k] + i``. The result decodes like one window of ``size`` bins."""
+    def fuse(
+        self, outputs: Sequence[dict[str, np.ndarray]], placements: Sequence[tuple[int, int]], size: int
+    ) -> dict[str, np.ndarray]:
+        """Average one video's window outputs (one item each, batch axis removed) on a grid of ``size`` bins; window
+        ``k`` placed at ``(offset, count)`` contributes its first ``count`` bins at grid bins ``offset ..``. The result
+        decodes like one window of ``size`` bins."""
 
     @abstractmethod
     def decode(self, outputs: dict[str, np.ndarray], **options: float) -> np.ndarray:

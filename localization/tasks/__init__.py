@@ -4,10 +4,10 @@ from __future__ import annotations
 from localization.config import LocalizeConfig
 from localization.tasks.activitynet import ActivityNetTask
 from localization.tasks.base import Task, Vocabulary, WindowOutput
-from localization.tasks.ek100 import Ek100Task
+from localization.tasks.ek100 import Ek100SlidingTask, Ek100Task
 from localization.tasks.thumos14 import Thumos14Task
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ActivityNetTask, Ek100Task, Thumos14Task)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (ActivityNetTask, Ek100Task, Ek100SlidingTask, Thumos14Task)}
 
 
 def make_task(cfg: LocalizeConfig) -> Task:

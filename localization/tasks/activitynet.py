@@ -16,7 +16,7 @@ from torch import nn
 from localization.classify import VideoClassifier, hacs_detections
 from localization.data import VideoEntry, Window, whole_video_windows, window_segments
 from localization.heads.base import Head
-from localization.tasks.base import Task, Vocabulary, WindowOutput, activitynet_submission
+from localization.tasks.base import Purpose, Task, Vocabulary, WindowOutput, activitynet_submission
 from tal_common.annotations import AnnotationError, AnnotationSet
 
 
@@ -26,7 +26,7 @@ class ActivityNetTask(Task):
     name = "hacs"
     default_top_k = 2
 
-    def windows(self, entries: Sequence[VideoEntry], training: bool) -> list[Window]:
+    def windows(self, entries: Sequence[VideoEntry], purpose: Purpose) -> list[Window]:
         return whole_video_windows(entries, self.data.tscale)
 
     def window_segments(self, entry: VideoEntry, window: Window) -> np.ndarray:

@@ -14,17 +14,19 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, Sequence
 
 import numpy as np
 from torch import nn
 
 from localization.config import ClassifierConfig, DataConfig, LocalizeConfig, PostprocessConfig
-from localization.data import VideoEntry, Window
+from localization.data import VideoEntry, Window, bin_centers, interpolated_window
 from localization.heads.base import Head
 from localization.postprocess import soft_nms
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
-from tal_common.h5 import ClipTiming
+from tal_common.h5 import ClipTiming, FeatureReader
+
+Purpose = Literal["train", "validate", "infer"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,13 @@ class Task(ABC):
 
     # -- windows and labels -----------------------------------------------------------------------------------
     @abstractmethod
-    def windows(self, entries: Sequence[VideoEntry], training: bool) -> list[Window]:
-        """The windows of ``entries`` (``training``: the ones worth training on)."""
+    def windows(self, entries: Sequence[VideoEntry], purpose: Purpose) -> list[Window]:
+        """The windows of ``entries`` for training, validation or inference (protocols differ on which to keep)."""
+
+    def window_features(self, reader: FeatureReader, entry: VideoEntry, window: Window) -> np.ndarray:
+        """The window's input ``(C, tscale)`` before normalisation: by default the clip features linearly
+        interpolated at the bin centres, from the rows around them only."""
+        return interpolated_window(reader, entry, bin_centers(window, self.data.tscale))
 
     @abstractmethod
     def window_segments(self, entry: VideoEntry, window: Window) -> np.ndarray:

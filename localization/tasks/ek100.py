@@ -1,4 +1,17 @@
-"""Epic-Kitchens-100 action detection: sliding windows, verb and noun snippet classifiers, EK100 submission.
+"""Epic-Kitchens-100 action detection: the TAdaConv EK100 protocol (``ek100``) or today's sliding windows
+(``ek100_sliding``), verb and noun snippet classifiers, the EK100 submission.
+
+``ek100`` follows the TAdaConv repository's EK100 localization code exactly (``localization.ek100_protocol``, pinned
+by fixtures of that code): windows of ``tscale`` bins of ``window_bin_s`` (53.3 s for 200 x 0.26666666) every
+``tscale * (1 - window_overlap)`` bins, the last dropped when it starts within 0.2 s of the end; window input = the
+feature rows whose centres lie in the window, cut or zero-padded to the window's row count and resampled to
+``tscale`` (``align_corners=True``); a segment counts in a window only when more than 99.9 % of it lies inside,
+and training and validation keep only windows holding one; the windows' BMN maps are averaged on the grid of every
+``window_bin_s / feature stride``-th feature row and parsed once, scored ``clr^1.2 x reg`` (with
+``model.reference: tadaconv``), Soft-NMS (``postprocess.soft_nms_*``; the reference uses low 0.25) keeping
+``int(duration) + 1`` proposals. Each proposal's verb and noun probabilities are the snippet classifier's pooled
+inside it; the best 5 of the top-10 verb x top-30 noun pairs label it (score = proposal x p_verb x p_noun).
+``ek100_sliding`` is the earlier protocol (``localization.tasks.windowed``), kept as a named option.
 
 Annotations: one EK100 CSV per split (``EPIC_100_train.csv``, ``EPIC_100_validation.csv``), durations from
 ``EPIC_100_video_info.csv`` when given, else the decoded duration stored with the features. The vocabulary is
@@ -15,22 +28,23 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from localization.classify import SnippetClassifier, ek100_detections
+from localization import ek100_protocol
+from localization.classify import SnippetClassifier, ek100_detections, pool_in_segments
 from localization.data import VideoEntry, Window, snippet_classes
 from localization.heads.base import Head
-from localization.tasks.base import Vocabulary, WindowOutput
+from localization.tasks.base import Purpose, Vocabulary, WindowOutput
 from localization.tasks.windowed import SlidingWindowTask
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
-from tal_common.h5 import ClipTiming
+from tal_common.h5 import ClipTiming, FeatureReader
 
 EK100_VERSION = "0.2"
 SLS_NAMES = ("sls_pt", "sls_tl", "sls_td")
 
 
-class Ek100Task(SlidingWindowTask):
-    """``data.task: ek100``."""
+class Ek100SlidingTask(SlidingWindowTask):
+    """``data.task: ek100_sliding``: EK100 classes and submission on the sliding windows of ``windowed``."""
 
-    name = "ek100"
+    name = "ek100_sliding"
     default_top_k = 5
 
     def read_split(self, path: Path, subset: str, video_info: Path | None, required: bool = True) -> AnnotationSet | None:
@@ -95,3 +109,86 @@ class Ek100Task(SlidingWindowTask):
         self.check_submission_options(options)
         sls = options.get("sls", (2, 3, 4))
         return {"version": EK100_VERSION, "challenge": "action_detection", **dict(zip(SLS_NAMES, sls)), "results": results}
+
+
+class Ek100Task(Ek100SlidingTask):
+    """``data.task: ek100``: the TAdaConv EK100 localization protocol (see the module docstring)."""
+
+    name = "ek100"
+    min_tail_s = 0.2
+    min_ioa = 0.999
+    pair_candidates = (10, 30)  # top verbs x top nouns paired per proposal
+
+    def _grid(self, entry: VideoEntry) -> tuple[int, float]:
+        """``(stride_ratio, feature_stride_s)``: feature rows per bin and the row stride the windows are laid on."""
+        ratio = self.data.window_bin_s / entry.timing.stride_s
+        if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-3:
+            raise ValueError(f"video {entry.video_id!r}: data.window_bin_s {self.data.window_bin_s} is not a whole number "
+                             f"of feature strides ({entry.timing.stride_s:.6g} s): the ek100 protocol needs one")
+        return round(ratio), self.data.window_bin_s / round(ratio)
+
+    def _spans(self, entry: VideoEntry) -> np.ndarray:
+        ratio, stride_s = self._grid(entry)
+        step = max(1, round(self.data.tscale * (1.0 - self.data.window_overlap)))
+        return ek100_protocol.ek100_windows(entry.duration, self.data.tscale, step, stride_s, ratio, self.min_tail_s)
+
+    def windows(self, entries: Sequence[VideoEntry], purpose: Purpose) -> list[Window]:
+        out = []
+        for v, entry in enumerate(entries):
+            for start, end in self._spans(entry):
+                if purpose != "infer" and not len(ek100_protocol.window_segments(entry.segments, (start, end), self.min_ioa).index):
+                    continue
+                out.append(Window(v, float(start), float(end - start) / self.data.tscale))
+        return out
+
+    def window_segments(self, entry: VideoEntry, window: Window) -> np.ndarray:
+        return ek100_protocol.window_segments(entry.segments, _span(window, self.data.tscale), self.min_ioa).segments
+
+    def window_features(self, reader: FeatureReader, entry: VideoEntry, window: Window) -> np.ndarray:
+        _, stride_s = self._grid(entry)
+        centres = entry.timing.centers(entry.num_clips)
+        rows = np.flatnonzero(ek100_protocol.window_rows(centres, _span(window, self.data.tscale)))
+        if len(rows) == 0:
+            return np.zeros((entry.feat_dim, self.data.tscale), np.float32)
+        feats = reader.read_rows(entry.feature_id, int(rows[0]), int(rows[-1]) + 1)
+        window_s = _span(window, self.data.tscale)
+        return ek100_protocol.window_features(feats, centres[rows[0]:rows[-1] + 1], window_s, self.data.tscale, stride_s).numpy()
+
+    def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
+        ratio, _ = self._grid(entry)
+        centres = entry.timing.centers(entry.num_clips)
+        size = ek100_protocol.fused_length(entry.num_clips, ratio)
+        placements = []
+        for out in outputs:
+            cols = np.flatnonzero(ek100_protocol.window_rows(centres, _span(out.window, self.data.tscale))[::ratio])
+            placements.append((int(cols[0]) if len(cols) else 0, len(cols)))
+        fused = head.fuse([out.head for out in outputs], placements, size)
+        candidates = head.decode(fused, peak_ratio=self.postprocess.peak_ratio)
+        candidates = candidates[candidates[:, 2] > 0]
+        pp = self.postprocess
+        kept, _ = ek100_protocol.ek100_soft_nms(candidates, int(entry.duration) + 1, pp.soft_nms_alpha, pp.soft_nms_low,
+                                                pp.soft_nms_high)
+        segments = np.stack([np.maximum(0.0, kept[:, 0]), np.minimum(1.0, kept[:, 1])], axis=1) * entry.duration
+        centers, probs = self.fused_classes(entry, outputs)
+        return self._label(segments, kept[:, 2], centers, probs)
+
+    def _label(self, segments: np.ndarray, scores: np.ndarray, centers: np.ndarray, probs: dict[str, np.ndarray]) -> list[dict]:
+        """Each proposal's best verb x noun pairs from the foreground probabilities pooled inside it."""
+        if len(segments) == 0:
+            return []
+        verbs = pool_in_segments(probs["verb"][:, :-1], centers, segments)
+        nouns = pool_in_segments(probs["noun"][:, :-1], centers, segments)
+        top_v, top_n = min(self.pair_candidates[0], verbs.shape[1]), min(self.pair_candidates[1], nouns.shape[1])
+        top_k = min(self.top_k, top_v * top_n)
+        out = []
+        for i in range(len(segments)):
+            v, n, pair = ek100_protocol.ek100_action_labels(verbs[i], nouns[i], top_v, top_n, top_k)
+            out += [{"verb": int(a), "noun": int(b), "action": f"{int(a)},{int(b)}", "score": float(scores[i] * p),
+                     "segment": [float(segments[i, 0]), float(segments[i, 1])]} for a, b, p in zip(v, n, pair)]
+        out.sort(key=lambda d: -d["score"])
+        return out
+
+
+def _span(window: Window, tscale: int) -> tuple[float, float]:
+    """A window's ``[start_s, end_s]``."""
+    return window.start_s, window.start_s + tscale * window.bin_s

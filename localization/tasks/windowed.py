@@ -14,15 +14,15 @@ import numpy as np
 
 from localization.data import VideoEntry, Window, sliding_windows, window_segments
 from localization.heads.base import Head
-from localization.tasks.base import Task, WindowOutput
+from localization.tasks.base import Purpose, Task, WindowOutput
 
 
 class SlidingWindowTask(Task):
     """A task on fixed-length windows of a video's global bin grid (subclasses define the classes)."""
 
-    def windows(self, entries: Sequence[VideoEntry], training: bool) -> list[Window]:
+    def windows(self, entries: Sequence[VideoEntry], purpose: Purpose) -> list[Window]:
         d = self.data
-        return sliding_windows(entries, d.tscale, d.window_bin_s, d.window_overlap, require_action=training)
+        return sliding_windows(entries, d.tscale, d.window_bin_s, d.window_overlap, require_action=purpose == "train")
 
     def window_segments(self, entry: VideoEntry, window: Window) -> np.ndarray:
         return window_segments(entry, window, self.data.tscale, self.data.min_segment_fraction)

@@ -45,6 +45,7 @@ from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, p
 from feature_extraction.weights import get_weights_spec
 from tal_common.atomic import durable_replace
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
+from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
 
 SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
@@ -140,7 +141,10 @@ def run_extract(args: argparse.Namespace) -> int:
         overrides.append("model.weights=random")
         weights_path = None
     cfg = load_config(ExtractConfig, args.config, overrides, base=preset_path(args.preset))
-    cuda = _want_cuda(cfg.run.device)
+    try:
+        cuda = want_cuda(cfg.run.device)
+    except ValueError as exc:
+        raise ConfigError(f"run.device: {exc}") from None
     cfg = resolve_config(cfg, cuda)
     spec = get_weights_spec(cfg.model.backbone, cfg.model.weights)
     try:
@@ -159,12 +163,6 @@ def run_extract(args: argparse.Namespace) -> int:
         return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s)
     finally:
         env.close()
-
-
-def _want_cuda(device: str) -> bool:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device=cuda but no CUDA device is available")
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 
 
 def _sha256(path: Path) -> str:

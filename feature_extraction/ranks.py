@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from tal_common.atomic import write_text_atomic
+from tal_common.devices import bind_cuda
 
 COLLECTIVE_TIMEOUT = dt.timedelta(hours=1)  # bounds a barrier/gather; dead peers are found by heartbeats
 EXIT_RANK_LOST = 3
@@ -45,13 +46,6 @@ DEFAULT_RANK_TIMEOUT_S = 30.0
 
 class RankLostError(RuntimeError):
     """A collective failed because another rank exited, crashed or dropped its connection."""
-
-
-def cuda_index(local_rank: int, device_count: int) -> int:
-    """The GPU of a rank: ``LOCAL_RANK`` itself, or ``LOCAL_RANK % device_count`` when ranks outnumber GPUs."""
-    if device_count < 1:
-        raise ValueError("no CUDA device is visible to this rank")
-    return local_rank % device_count
 
 
 def _say(message: str) -> None:
@@ -74,12 +68,10 @@ class RankGroup:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device("cpu")
+        # before any collective or CUDA work: this rank owns its GPU
+        self.device = bind_cuda() if cuda else torch.device("cpu")
         if cuda:
             count = torch.cuda.device_count()
-            index = cuda_index(self.local_rank, count)
-            torch.cuda.set_device(index)  # before any collective or CUDA work: this rank owns cuda:index
-            self.device = torch.device("cuda", index)
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             if local_world > count and self.local_rank == 0:
                 _say(f"{local_world} ranks on this node share {count} GPU(s) (rank with LOCAL_RANK r uses cuda:r%{count})")

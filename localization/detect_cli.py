@@ -30,6 +30,7 @@ from localization.train import file_sha256
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
 from tal_common.atomic import write_json_atomic, write_text_atomic
 from tal_common.config import ConfigError
+from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 LOG = logging.getLogger("detect")
@@ -125,7 +126,7 @@ def _ground_truth(path: Path | None, video_id: str) -> list[tuple[float, float, 
 def run_detect(args: argparse.Namespace) -> int:
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    device = local_device(args.device)
     run = load_run(args.run, args.checkpoint, device)
     folders = _videos_folder(args.inputs, out)
     features = out / "features.h5"

@@ -19,6 +19,7 @@ from localization.model import CheckpointError, load_run
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import write_json_atomic
 from tal_common.config import ConfigError
+from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     threads = torch.get_num_threads()
     try:
+        device = local_device(args.device)
         run = load_run(args.run, args.checkpoint, device)
         options = {"sls": tuple(args.sls)}
         run.task.check_submission_options(options)

@@ -54,6 +54,7 @@ from localization.model import (
 from localization.tasks import Task, Vocabulary, make_task
 from tal_common.atomic import remove_stale_temporaries, write_atomic, write_text_atomic
 from tal_common.config import config_to_dict, config_to_yaml
+from tal_common.devices import local_device
 from tal_common.h5 import FeatureReader
 
 LOG = logging.getLogger(__name__)
@@ -73,18 +74,12 @@ class _Dist:
 
 
 def _setup_distributed(device: str) -> _Dist:
-    """Join the process group when launched by torchrun; bind this rank's GPU before any collective."""
+    """Bind this rank's device (before any collective), then join the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
-    local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0
-    if use_cuda:
-        torch.cuda.set_device(local)
+    here = local_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    return _Dist(rank, world, torch.device("cuda", local) if use_cuda else torch.device("cpu"))
+        dist.init_process_group(backend="nccl" if here.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank() if world > 1 else 0, world, here)
 
 
 def file_sha256(path: Path) -> str:

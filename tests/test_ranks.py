@@ -7,7 +7,8 @@ import time
 import pytest
 
 from feature_extraction import cli, ranks
-from feature_extraction.ranks import Heartbeat, cuda_index
+from feature_extraction.ranks import Heartbeat
+from tal_common.devices import cuda_index
 
 
 def test_a_silent_rank_is_lost_after_the_timeout_and_a_done_one_never(tmp_path):
@@ -99,3 +100,18 @@ def test_a_rerun_forgets_the_heartbeats_of_the_interrupted_run(tmp_path):
     Heartbeat(parts / "ranks", rank=1, world=2, timeout_s=1).mark_done()  # a rank that finished before the crash
     cli._prepare_workdir(out, parts, {"config": {}, "weights_sha256": ""})
     assert not (parts / "ranks").exists() and (parts / "run.json").exists()
+
+
+def test_every_stage_binds_the_same_gpu_for_a_rank(monkeypatch):
+    from tal_common import devices
+
+    calls = []
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(devices.torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(devices.torch.cuda, "set_device", calls.append)
+    assert devices.local_device("auto") == devices.torch.device("cuda", 1) and calls == [1]
+    assert devices.local_device("cpu") == devices.torch.device("cpu") and calls == [1]
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        devices.local_device("cuda")

@@ -7,7 +7,6 @@ the video's ``top_k`` classes (score = proposal score x class probability). Subm
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,8 +15,16 @@ from torch import nn
 from localization.classify import VideoClassifier, hacs_detections
 from localization.data import VideoEntry, Window, whole_video_windows, window_segments
 from localization.heads.base import Head
-from localization.tasks.base import Purpose, Task, Vocabulary, WindowOutput, activitynet_submission
-from tal_common.annotations import AnnotationError, AnnotationSet
+from localization.tasks.base import (
+    Purpose,
+    Task,
+    Vocabulary,
+    WindowOutput,
+    activitynet_submission,
+    label_vocabulary,
+    unknown_label_counts,
+)
+from tal_common.annotations import AnnotationSet
 
 
 class ActivityNetTask(Task):
@@ -33,10 +40,7 @@ class ActivityNetTask(Task):
         return window_segments(entry, window, self.data.tscale, self.data.min_segment_fraction)
 
     def build_vocabulary(self, annotations: AnnotationSet) -> Vocabulary:
-        labels = tuple(sorted({s.label for v in annotations.videos.values() for s in v.segments}))
-        if not labels:
-            raise AnnotationError(f"{annotations.source}: the training videos have no segments")
-        return Vocabulary(labels=labels)
+        return label_vocabulary(annotations)
 
     def build_classifier(self, feat_dim: int, vocab: Vocabulary) -> nn.Module:
         c = self.classifier_cfg
@@ -46,8 +50,7 @@ class ActivityNetTask(Task):
         return {"video_label": video_label_distribution(entry, {label: i for i, label in enumerate(vocab.labels)})}
 
     def unknown_labels(self, entries: Sequence[VideoEntry], vocab: Vocabulary) -> dict[str, int]:
-        known = set(vocab.labels)
-        return dict(Counter(label for e in entries for label in e.labels if label not in known))
+        return unknown_label_counts(entries, vocab)
 
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
         proposals = self._soft_nms_in_video(entry, self._proposals_in_seconds(outputs, head), self.postprocess.max_proposals)

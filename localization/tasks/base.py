@@ -11,6 +11,7 @@ Tasks hold only their config sections, so they pickle into DataLoader workers.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,20 @@ class Task(ABC):
     def _per_minute_budget(self, entry: VideoEntry) -> int:
         """``max_proposals`` per started minute of video (at least 1)."""
         return max(1, math.ceil(self.postprocess.max_proposals * entry.duration / 60.0))
+
+
+def label_vocabulary(annotations: AnnotationSet) -> Vocabulary:
+    """The sorted labels of the training segments (an error naming the file when there are none)."""
+    labels = tuple(sorted({s.label for v in annotations.videos.values() for s in v.segments}))
+    if not labels:
+        raise AnnotationError(f"{annotations.source}: the training videos have no segments")
+    return Vocabulary(labels=labels)
+
+
+def unknown_label_counts(entries: Sequence[VideoEntry], vocab: Vocabulary) -> dict[str, int]:
+    """Segments whose label is not in ``vocab.labels``, counted per label."""
+    known = set(vocab.labels)
+    return dict(Counter(label for e in entries for label in e.labels if label not in known))
 
 
 def activitynet_submission(results: dict[str, list[dict]], provenance: dict[str, Any], trained_on: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ with its ``top_k`` pooled classes, evaluated with the ActivityNet rules at tIoU 
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,9 +16,15 @@ from torch import nn
 from localization.classify import SnippetClassifier, snippet_detections
 from localization.data import VideoEntry, Window, snippet_classes
 from localization.heads.base import Head
-from localization.tasks.base import Vocabulary, WindowOutput, activitynet_submission
+from localization.tasks.base import (
+    Vocabulary,
+    WindowOutput,
+    activitynet_submission,
+    label_vocabulary,
+    unknown_label_counts,
+)
 from localization.tasks.windowed import SlidingWindowTask
-from tal_common.annotations import AnnotationError, AnnotationSet
+from tal_common.annotations import AnnotationSet
 
 
 class Thumos14Task(SlidingWindowTask):
@@ -29,10 +34,7 @@ class Thumos14Task(SlidingWindowTask):
     default_top_k = 2
 
     def build_vocabulary(self, annotations: AnnotationSet) -> Vocabulary:
-        labels = tuple(sorted({s.label for v in annotations.videos.values() for s in v.segments}))
-        if not labels:
-            raise AnnotationError(f"{annotations.source}: the training videos have no segments")
-        return Vocabulary(labels=labels)
+        return label_vocabulary(annotations)
 
     def build_classifier(self, feat_dim: int, vocab: Vocabulary) -> nn.Module:
         c = self.classifier_cfg
@@ -46,8 +48,7 @@ class Thumos14Task(SlidingWindowTask):
         return {"label": snippet_classes(entry, window, self.data.tscale, classes, background)}
 
     def unknown_labels(self, entries: Sequence[VideoEntry], vocab: Vocabulary) -> dict[str, int]:
-        known = set(vocab.labels)
-        return dict(Counter(label for e in entries for label in e.labels if label not in known))
+        return unknown_label_counts(entries, vocab)
 
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
         proposals = self.video_proposals(entry, outputs, head)

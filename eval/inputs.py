@@ -298,7 +298,7 @@ def _load_json(source: PathLike | Mapping) -> tuple[Any, str]:
 
 
 class _DuplicateKey(ValueError):
-    pass
+    """A JSON object that names the same key twice (raised by the parser hook, reported as an InputError)."""
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,17 +110,18 @@ def check_decoder(decoder: str) -> None:
             ) from exc
 
 
-class VideoReader:
-    """Frames of one video by index: ``len(reader)``, :meth:`frame_starts`, :meth:`read`."""
+class VideoReader(ABC):
+    """Frames of one video by index: ``len(reader)``, :meth:`frame_starts`, :meth:`read` (one subclass per decoder)."""
 
     path: Path
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """The number of frames."""
 
+    @abstractmethod
     def frame_starts(self) -> np.ndarray:
         """Presentation time of every frame in seconds from the first frame, ``(num_frames,)``, ascending."""
-        raise NotImplementedError
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``(len(indices), H, W, 3)`` RGB.
@@ -130,9 +132,9 @@ class VideoReader:
         frames = self._read_sorted(unique)
         return frames[torch.from_numpy(inverse).to(frames.device)]
 
+    @abstractmethod
     def _read_sorted(self, unique: np.ndarray) -> torch.Tensor:
         """Frames at ascending distinct ``unique`` indices, uint8 ``(len(unique), H, W, 3)``."""
-        raise NotImplementedError
 
 
 class DecordReader(VideoReader):

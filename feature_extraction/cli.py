@@ -24,7 +24,6 @@ A ``kill -9`` at any instant therefore leaves the previous ``<out>`` (or none) p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -47,6 +46,7 @@ from tal_common.atomic import durable_replace
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
+from tal_common.hashing import file_sha256
 
 SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
 
@@ -154,7 +154,7 @@ def run_extract(args: argparse.Namespace) -> int:
     videos = find_videos(args.video_dirs, args.video_list)  # duplicate ids fail here, before any work
     if not videos:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {', '.join(map(str, args.video_dirs))}")
-    sha = _sha256(checkpoint) if checkpoint is not None else ""
+    sha = file_sha256(checkpoint) if checkpoint is not None else ""
     provenance = (cfg.model.backbone, str(checkpoint) if checkpoint is not None else f"random (seed {cfg.model.seed})", sha)
     if args.rank_timeout_s <= 0:
         raise ValueError(f"--rank-timeout-s must be > 0, got {args.rank_timeout_s}")
@@ -163,14 +163,6 @@ def run_extract(args: argparse.Namespace) -> int:
         return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s)
     finally:
         env.close()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: Path, checkpoint: Path | None,

@@ -26,12 +26,12 @@ from feature_extraction import cli as extract_cli
 from localization.infer import localize
 from localization.model import CheckpointError, TrainedRun, load_run
 from localization.timeline import THUMBNAILS, draw_timeline, thumbnails
-from localization.train import file_sha256
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
 from tal_common.atomic import write_json_atomic, write_text_atomic
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
+from tal_common.hashing import file_sha256
 
 LOG = logging.getLogger("detect")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -106,7 +106,7 @@ def _annotations_from_features(reader: FeatureReader) -> AnnotationSet:
     """Every video of the feature file, with its decoded duration and no segments."""
     videos = {}
     for vid in reader.video_ids():
-        _, timing = reader.read(vid)
+        timing = reader.timing(vid)
         videos[vid] = VideoAnnotation(vid, timing.duration_s, "detect", (), timing.source_fps)
     return AnnotationSet(videos, (), str(reader.path))
 
@@ -147,7 +147,7 @@ def run_detect(args: argparse.Namespace) -> int:
     for vid, dets in sorted(results.items()):
         write_json_atomic(out / f"{vid}.json", {**{k: v for k, v in submission.items() if k != "results"}, "results": {vid: dets}})
         rows += [[vid, f"{d['segment'][0]:.3f}", f"{d['segment'][1]:.3f}", _label(d), f"{d['score']:.6f}"] for d in dets]
-        duration = reader.read(vid)[1].duration_s
+        duration = reader.timing(vid).duration_s
         frames = thumbnails(sources[vid], [(i + 0.5) * duration / THUMBNAILS for i in range(THUMBNAILS)]) if vid in sources else []
         picture = out / "timelines" / f"{vid}.png"
         draw_timeline(picture, vid, duration, dets, _label, frames, _ground_truth(args.ground_truth, vid))

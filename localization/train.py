@@ -22,7 +22,6 @@ Under ``torchrun`` (``WORLD_SIZE > 1``) the job runs data-parallel: gloo on CPU,
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ from tal_common.atomic import remove_stale_temporaries, write_atomic, write_text
 from tal_common.config import config_to_dict, config_to_yaml
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureReader
+from tal_common.hashing import file_sha256
 
 LOG = logging.getLogger(__name__)
 BEST_KEYS = ("head", "classifier", "config", "feat_dim", "vocabulary", "feature_stats", "features")
@@ -80,15 +80,6 @@ def _setup_distributed(device: str) -> _Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if here.type == "cuda" else "gloo")
     return _Dist(dist.get_rank() if world > 1 else 0, world, here)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 HASH_LIMIT_BYTES = 2 << 30

@@ -253,6 +253,10 @@ class FeatureReader:
         dset = self._dataset(video_id)
         return self._checked(video_id, dset[()], 0), read_timing(dset)
 
+    def timing(self, video_id: str) -> ClipTiming:
+        """One video's timing attributes (no feature row is read)."""
+        return read_timing(self._dataset(video_id))
+
     def read_rows(self, video_id: str, start: int, stop: int) -> np.ndarray:
         """Clips ``start .. stop - 1`` of one video, ``(stop - start, feature_dim)`` float32 (only those rows are read).
 

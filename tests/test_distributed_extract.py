@@ -51,10 +51,8 @@ def start(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -8,7 +8,10 @@ config's 200 bins x 0.2667 s, 50 % overlap. Baseline, measured in the same run o
 whole dataset (``FeatureReader.read``: every row plus the finiteness check over all of it), then interpolate
 onto the window's bins, which is what each item cost before. Both produce the same ``(C, T)`` array (checked).
 
-Output: ``whole_video_ms``, ``window_ms`` per item and ``window_read_speedup: X.X`` (whole / window).
+Output: ``whole_video_ms``, ``window_ms`` per item, ``window_read_speedup: X.X`` (whole / window) and
+``bytes_read_ratio`` (rows of the video / rows one window reads: the ratio of I/O when the file is not in the page
+cache; with a warm cache the whole read is a memory copy and the window's fixed cost, the ``(T, C) -> (C, T)``
+blend, weighs more).
 Example (about 1 minute): ``python scripts/bench_data.py --items 20``.
 """
 from __future__ import annotations
@@ -69,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         dataset = make_dataset(task, reader, entries, None, Vocabulary(labels=("a",)), None, purpose="infer")
         picks = np.linspace(0, len(dataset) - 1, min(args.items, len(dataset))).astype(int)
         print(f"{len(dataset)} windows of {cfg.data.tscale} bins x {cfg.data.window_bin_s} s; timing {len(picks)}")
-        whole, window = [], []
+        whole, window, rows_read = [], [], []
         for index in picks:
             w = dataset.windows[index]
+            entry = entries[w.video]
+            times = bin_centers(w, cfg.data.tscale)
+            centers = entry.timing.centers(entry.num_clips)
+            rows_read.append(min(int(np.searchsorted(centers, times[-1])) + 1, entry.num_clips)
+                             - max(int(np.searchsorted(centers, times[0], side="right")) - 1, 0))
             start = time.perf_counter()
             feats, timing = reader.read(entries[w.video].feature_id)
             ref = interpolate_features(feats, timing.centers(len(feats)), bin_centers(w, cfg.data.tscale))
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"whole_video_ms: {a:.1f}")
         print(f"window_ms: {b:.2f}")
         print(f"window_read_speedup: {a / b:.1f}")
+        print(f"bytes_read_ratio: {entries[0].num_clips / statistics.median(rows_read):.1f} "
+              f"(clips in the video / clips a window reads)")
     return 0
 
 

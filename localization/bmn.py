@@ -287,13 +287,14 @@ def _check_bm_args(
 _DERIVED_KEYS = ("sample_mask", "bm_mask")
 
 
-def load_bmn_checkpoint(model: BMN, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict:
+def load_bmn_checkpoint(model: BMN, checkpoint: str | os.PathLike | Mapping[str, torch.Tensor], source: str | None = None) -> dict:
     """Load mmaction2-format BMN weights into ``model``, strictly.
 
     Args:
         model: the ``BMN`` to fill (its hyper-parameters must match the checkpoint's).
         checkpoint: a path to a ``torch.save`` file, or an already loaded mapping. Either a plain state dict or a
             dict with a ``state_dict`` entry (mmaction2/mmcv files, which also carry ``meta``, ``optimizer``...).
+        source: how errors name an already loaded mapping (default ``<mapping>``).
 
     Returns:
         The other top-level entries of the file (e.g. ``{"meta": ...}``); ``{}`` for a plain state dict.
@@ -302,7 +303,7 @@ def load_bmn_checkpoint(model: BMN, checkpoint: str | os.PathLike | Mapping[str,
         FileNotFoundError: missing file. ValueError: missing/unexpected keys, shape mismatches, or a
         ``sample_mask`` / ``bm_mask`` entry that differs from the model's (different T, D, N or ratios).
     """
-    source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "<mapping>"
+    source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else (source or "<mapping>")
     if isinstance(checkpoint, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"BMN checkpoint not found: {source}")

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from localization.data import build_entries, make_dataset
 from localization.model import TrainedRun
 from localization.tasks import WindowOutput
+from localization.tasks.base import proposal_submission
 from tal_common.annotations import AnnotationSet
 from tal_common.h5 import FeatureReader
 
@@ -29,7 +30,8 @@ def localize(
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Detections for every video of ``annotations`` that has features, as the task's submission dict.
+    """Detections for every video of ``annotations`` that has features, as the task's submission dict (a run
+    without a classifier, e.g. an mmaction2 BMN checkpoint: the ActivityNet proposal JSON).
 
     ``annotations`` supplies the video list and durations (restrict it to a subset first). ``options`` are the
     task's submission options (EK100: ``{"sls": (pt, tl, td)}``), checked before any work is done.
@@ -48,17 +50,28 @@ def localize(
     with torch.no_grad():
         for batch in tqdm(loader, desc="localize", disable=not progress, leave=False, dynamic_ncols=True):
             head_out, cls_out = run.model(batch["features"].to(device))
-            probs = run.model.classifier.probabilities(cls_out)
             head_np = {k: v.float().cpu().numpy() for k, v in head_out.items()}
-            probs_np = {k: v.float().cpu().numpy() for k, v in probs.items()} if isinstance(probs, dict) else probs.float().cpu().numpy()
+            probs = _class_probabilities(run, cls_out)
             for j, index in enumerate(batch["index"].tolist()):
-                window = dataset.windows[index]
-                item_probs = {k: v[j] for k, v in probs_np.items()} if isinstance(probs_np, dict) else probs_np[j]
-                per_video.setdefault(window.video, []).append(
-                    WindowOutput(window, {k: v[j] for k, v in head_np.items()}, item_probs)
+                item_probs = None if probs is None else {k: v[j] for k, v in probs.items()} if isinstance(probs, dict) else probs[j]
+                per_video.setdefault(dataset.windows[index].video, []).append(
+                    WindowOutput(dataset.windows[index], {k: v[j] for k, v in head_np.items()}, item_probs)
                 )
+    if run.vocab is None:  # a head without a classifier: class-agnostic proposals
+        proposals = {entries[v].video_id: run.task.proposals(entries[v], outputs, run.model.head) for v, outputs in per_video.items()}
+        return proposal_submission(proposals, reader.file_attrs())
     results = {
         entries[v].video_id: run.task.detections(entries[v], outputs, run.model.head, run.vocab)
         for v, outputs in per_video.items()
     }
     return run.task.submission(results, reader.file_attrs(), options)
+
+
+def _class_probabilities(run: TrainedRun, cls_out: Any) -> Any:
+    """The classifier's probabilities as numpy (an array or a dict of arrays), or None without a classifier."""
+    if run.model.classifier is None:
+        return None
+    probs = run.model.classifier.probabilities(cls_out)
+    if isinstance(probs, dict):
+        return {k: v.float().cpu().numpy() for k, v in probs.items()}
+    return probs.float().cpu().numpy()

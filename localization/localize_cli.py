@@ -1,9 +1,15 @@
 """``localize``: run a trained localizer on features and write the task's official detection JSON.
 
-Example::
+Examples::
 
     localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json \\
         --subset validation -o detections.json
+    localize --checkpoint bmn_mmaction2.pth --config hacs_bmn --feature-norm none --features anet.h5 \\
+        --annotations activity_net.v1-3.min.json -o proposals.json
+
+A train-localizer run gives labelled detections; an mmaction2 BMN checkpoint (a ``state_dict`` file or an mmengine
+Runner file, read without running any of its pickled code) gives the ActivityNet proposal JSON, which
+``evaluate --task proposals`` scores.
 """
 from __future__ import annotations
 
@@ -15,10 +21,11 @@ from pathlib import Path
 import torch
 
 from localization.infer import localize
-from localization.model import CheckpointError, load_run
+from localization.config import LocalizeConfig
+from localization.model import FEATURE_NORMS, CheckpointError, TrainedRun, load_run, run_from_checkpoint
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import write_json_atomic
-from tal_common.config import ConfigError
+from tal_common.config import ConfigError, load_config, resolve_config_path
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
@@ -26,7 +33,7 @@ from tal_common.h5 import FeatureFileError, FeatureReader
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by train-localizer")
+    parser.add_argument("--run", type=Path, default=None, help="run folder written by train-localizer")
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file")
     parser.add_argument(
         "--annotations", type=Path, required=True,
@@ -35,7 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", default="validation", help="annotation subset to process (JSON annotations)")
     parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="detections JSON to write")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of the run")
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="best|last|FILE",
+        help="with --run: which of its checkpoints (default best); without: a checkpoint file (train-localizer's, "
+        "or an mmaction2 BMN checkpoint with --config)",
+    )
+    parser.add_argument("--config", default=None,
+                        help="for a checkpoint from another toolkit: a localize config (packaged name or YAML) describing its head")
+    parser.add_argument(
+        "--feature-norm", choices=FEATURE_NORMS, default="checkpoint",
+        help="checkpoint: normalise the features as the checkpoint was trained (none for mmaction2's); none: raw features",
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="windows per model batch")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers reading the features")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
@@ -46,6 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(args: argparse.Namespace, device: torch.device) -> TrainedRun:
+    """The model from ``--run [--checkpoint best|last]`` or ``--checkpoint FILE [--config CFG]``."""
+    if args.run is not None:
+        if args.config is not None:
+            raise ConfigError("--config is for a checkpoint file from another toolkit; a --run folder holds its config")
+        which = args.checkpoint or "best"
+        if which not in ("best", "last"):
+            raise ConfigError(f"--checkpoint {which!r}: with --run, pick best or last (or pass a checkpoint file without --run)")
+        run = load_run(args.run, which, device)
+        if args.feature_norm == "none":
+            run.stats = None
+        return run
+    if args.checkpoint in (None, "best", "last"):
+        raise ConfigError("pass --run RUN_FOLDER, or --checkpoint FILE (with --config for an mmaction2 checkpoint)")
+    cfg = None if args.config is None else load_config(LocalizeConfig, resolve_config_path(args.config, "localize"))
+    return run_from_checkpoint(Path(args.checkpoint), cfg, device, args.feature_norm)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -53,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     try:
         device = local_device(args.device)
-        run = load_run(args.run, args.checkpoint, device)
+        run = _load(args, device)
         options = {"sls": tuple(args.sls)}
         run.task.check_submission_options(options)
         if run.cfg.train.num_threads:

@@ -14,7 +14,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,28 +31,43 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and what was expected."""
 
 
-class Localizer(nn.Module):
-    """A proposal head and a classifier side by side on window features ``(B, C, T)``."""
+# Globals an mmengine Runner checkpoint holds besides tensors (its message hub's log history, numpy arrays and
+# dtypes in it). They are unpickled as inert stand-ins: none of their code runs and only ``state_dict`` is used.
+RUNNER_GLOBALS = (
+    "mmengine.logging.history_buffer.HistoryBuffer",
+    "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar",
+    "numpy.ndarray", "numpy.dtype", "builtins.getattr",
+)
 
-    def __init__(self, head: Head, classifier: nn.Module) -> None:
+
+class Localizer(nn.Module):
+    """A proposal head and a classifier side by side on window features ``(B, C, T)``; without a classifier
+    (a head loaded from another toolkit's checkpoint) it yields proposals only."""
+
+    def __init__(self, head: Head, classifier: nn.Module | None) -> None:
         super().__init__()
         self.head = head
         self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> tuple[HeadOutputs, Any]:
-        """``x (B, C, T)`` -> ``(head outputs, classifier output)``."""
-        return self.head(x), self.classifier(x)
+        """``x (B, C, T)`` -> ``(head outputs, classifier output or None)``."""
+        return self.head(x), None if self.classifier is None else self.classifier(x)
 
 
-def build_localizer(cfg: LocalizeConfig, task: Task, feat_dim: int, vocab: Vocabulary) -> Localizer:
-    """The head named by ``cfg.model.head`` and the task's classifier for ``feat_dim``-channel features."""
+def build_head(cfg: LocalizeConfig, feat_dim: int) -> Head:
+    """The head named by ``cfg.model.head`` for ``feat_dim``-channel windows."""
     m = cfg.model
-    head = HEADS[m.head](
+    return HEADS[m.head](
         feat_dim, cfg.data.tscale, cfg.data.resolved_dscale, reference=m.reference, num_samples=m.num_samples,
         num_samples_per_bin=m.num_samples_per_bin, boundary_ratio=m.boundary_ratio,
         hidden_dim_1d=m.hidden_dim_1d, hidden_dim_2d=m.hidden_dim_2d, hidden_dim_3d=m.hidden_dim_3d,
     )
-    return Localizer(head, task.build_classifier(feat_dim, vocab))
+
+
+def build_localizer(cfg: LocalizeConfig, task: Task, feat_dim: int, vocab: Vocabulary) -> Localizer:
+    """The head named by ``cfg.model.head`` and the task's classifier for ``feat_dim``-channel features."""
+    return Localizer(build_head(cfg, feat_dim), task.build_classifier(feat_dim, vocab))
 
 
 def stats_to_dict(stats: FeatureStats | None) -> dict[str, list[float]] | None:
@@ -67,10 +82,21 @@ def stats_from_dict(data: dict[str, list[float]] | None) -> FeatureStats | None:
     return FeatureStats(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
 
 
-def load_checkpoint_file(path: Path, what: str = "train-localizer checkpoint") -> dict[str, Any]:
+class _Discarded:
+    """Stand-in for a checkpoint object that is not needed (see ``RUNNER_GLOBALS``): takes any arguments and state."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def load_checkpoint_file(path: Path, what: str = "train-localizer checkpoint", stand_ins: Sequence[str] = ()) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with errors that name the file and what was expected.
 
-    Pickled code is never executed: a file that needs anything beyond tensors and plain containers is refused.
+    Pickled code is never executed: a file that needs anything beyond tensors and plain containers is refused,
+    except the globals named in ``stand_ins``, which load as inert placeholders.
     """
     path = Path(path)
     if path.is_dir():
@@ -78,7 +104,8 @@ def load_checkpoint_file(path: Path, what: str = "train-localizer checkpoint") -
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected a {what})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([(_Discarded, name) for name in stand_ins]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found is None and not zipfile.is_zipfile(path):
@@ -102,7 +129,7 @@ class TrainedRun:
     cfg: LocalizeConfig
     task: Task
     model: Localizer
-    vocab: Vocabulary
+    vocab: Vocabulary | None  # None: a proposal-only head from another toolkit
     stats: FeatureStats | None
     checkpoint: Path
     feat_dim: int
@@ -140,6 +167,66 @@ def run_from_state(state: dict[str, Any], path: Path, device: torch.device | str
     model.to(device).eval()
     features = dict(state.get("features", {}))
     return TrainedRun(cfg, task, model, vocab, stats_from_dict(state["feature_stats"]), path, feat_dim, features)
+
+
+def run_from_checkpoint(path: Path, cfg: LocalizeConfig | None, device: torch.device | str = "cpu",
+                        feature_norm: str = "checkpoint") -> TrainedRun:
+    """Load a checkpoint file: a train-localizer checkpoint (it holds its config; ``cfg`` must be None) or a head
+    checkpoint of the reference toolkit (mmaction2 BMN: a plain state dict, a ``{"state_dict": ...}`` file or an
+    mmengine Runner file), which ``cfg`` describes and which yields proposals only.
+
+    ``feature_norm``: ``checkpoint`` (the normalisation the checkpoint was trained with: a train-localizer run's
+    statistics; none for a reference checkpoint, which was trained on raw features) or ``none`` (raw features).
+    """
+    if feature_norm not in FEATURE_NORMS:
+        raise ValueError(f"feature normalisation must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+    path = Path(path)
+    state = load_checkpoint_file(path, "train-localizer or mmaction2 BMN checkpoint", stand_ins=RUNNER_GLOBALS)
+    if "config" in state and "head" in state:
+        if cfg is not None:
+            raise ConfigError(f"{path}: a train-localizer checkpoint holds its own config; drop --config")
+        run = run_from_state(state, path, device)
+        if feature_norm == "none":
+            run.stats = None
+        return run
+    if cfg is None:
+        raise ConfigError(f"{path}: not a train-localizer checkpoint, so its model is not described in it: "
+                          "pass --config with the head's settings (e.g. the mmaction2 config's tscale and widths)")
+    weights = _reference_weights(state, path)
+    try:
+        feat_dim = HEADS[cfg.model.head].reference_feat_dim(weights, path)
+        head = build_head(cfg, feat_dim)
+        head.load_reference(weights, path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    model = Localizer(head, None).to(device).eval()
+    return TrainedRun(cfg, make_task(cfg), model, None, None, path, feat_dim, {})
+
+
+def init_head(head: Head, path: Path) -> str:
+    """Load the head weights of a checkpoint file into ``head`` (``train-localizer --init-from``): a train-localizer
+    checkpoint's head, or the reference toolkit's (mmaction2 BMN) weights. Returns what was loaded, for the log."""
+    path = Path(path)
+    state = load_checkpoint_file(path, "train-localizer or mmaction2 BMN checkpoint", stand_ins=RUNNER_GLOBALS)
+    try:
+        if "config" in state and "head" in state:
+            head.load_state_dict(state["head"])
+            return f"the head of train-localizer checkpoint {path}"
+        head.load_reference(_reference_weights(state, path), path)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its head weights do not fit this config's head ({str(exc).splitlines()[0]})") from None
+    return f"the reference head weights of {path}"
+
+
+def _reference_weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a reference-toolkit checkpoint (plain, or under ``state_dict`` as mmcv/mmengine save it)."""
+    weights = state.get("state_dict", state)
+    if not isinstance(weights, dict) or not weights or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: not a head checkpoint (expected a state dict of tensors, or one under 'state_dict')")
+    return weights
+
+
+FEATURE_NORMS = ("checkpoint", "none")
 
 
 def config_from_dict(data: dict[str, Any], origin: Path) -> LocalizeConfig:

@@ -46,6 +46,7 @@ from localization.model import (
     Localizer,
     build_localizer,
     config_from_dict,
+    init_head,
     load_checkpoint_file,
     stats_from_dict,
     stats_to_dict,
@@ -110,12 +111,15 @@ def train(
     resume: bool = False,
     val_annotations: Path | None = None,
     video_info: Path | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train head + classifier; returns the last epoch's metrics (see the module docstring for the outputs).
 
     ``annotations``: the training annotations as the task reads them (ActivityNet-style JSON: ``data.train_subset``
     is trained on, ``data.val_subset`` of the same file or of ``val_annotations`` gives the validation loss; EK100:
     the training CSV, ``val_annotations`` the validation CSV, ``video_info`` the video-info CSV for durations).
+    ``init_from``: a checkpoint whose head weights start a new run (train-localizer's or mmaction2's BMN); a resumed
+    run continues from its own state instead.
     """
     env = _setup_distributed(cfg.train.device)
     work_dir = Path(work_dir)
@@ -128,7 +132,7 @@ def train(
             raise FileExistsError(f"{work_dir} already holds a run; pass --resume to continue it or pick a new --work-dir")
     log_handler = _attach_log_file(work_dir / "train.log") if env.main else None
     try:
-        return _train(cfg, env, features, annotations, work_dir, resume, val_annotations, video_info)
+        return _train(cfg, env, features, annotations, work_dir, resume, val_annotations, video_info, init_from)
     finally:
         if log_handler is not None:
             logging.getLogger().removeHandler(log_handler)
@@ -144,6 +148,7 @@ def _train(
     resume: bool,
     val_annotations: Path | None,
     video_info: Path | None,
+    init_from: Path | None,
 ) -> dict[str, Any]:
     ckpt_dir = work_dir / "checkpoints"
     _seed_everything(cfg.train.seed)
@@ -171,7 +176,12 @@ def _train(
         raise ValueError(f"{features}: features are {feat_dim}-d but the run being resumed was trained on {state['feat_dim']}-d features")
     if cfg.data.normalize and stats is None:
         stats = compute_feature_stats(reader, train_entries)
-    model = build_localizer(cfg, task, feat_dim, vocab).to(env.device)
+    model = build_localizer(cfg, task, feat_dim, vocab)
+    if init_from is not None and state is None:
+        loaded = init_head(model.head, init_from)
+        if env.main:
+            LOG.info("head initialised from %s", loaded)
+    model.to(env.device)
     attrs = reader.file_attrs()
     provenance = {key: str(attrs[key]) for key in PROVENANCE_KEYS if key in attrs}  # how the features were made
     train_set = make_dataset(task, reader, train_entries, stats, vocab, model.head.target_builder(), purpose="train")
@@ -202,7 +212,7 @@ def _train(
         if state is not None:
             _derive_outputs(state, work_dir)
         inputs = {"features": Path(features), "annotations": Path(annotations), "val_annotations": val_annotations,
-                  "video_info": video_info}
+                  "video_info": video_info, "init_from": init_from}
         write_text_atomic(work_dir / "config.yaml", config_to_yaml(cfg) + _inputs_comment(inputs))
         LOG.info(
             "%s: %d training windows from %d videos%s; feat_dim %d; task %s, head %s; epochs %d..%d on %s x%d",

@@ -5,6 +5,7 @@ Example::
     train-localizer --config configs/localize/hacs_bmn.yaml --features hacs.h5 \\
         --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn
     torchrun --nproc_per_node 4 -m localization.train_cli --config ... --work-dir runs/x   # data-parallel
+    train-localizer --config hacs_bmn --init-from bmn_mmaction2.pth --feature-norm none ...   # fine-tune mmaction2's BMN
 """
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, required=True, help="run folder, e.g. runs/NAME")
     parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoints/last.pt")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides train.device")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
+                        help="start the head from this checkpoint's weights: a train-localizer checkpoint or an mmaction2 "
+                        "BMN checkpoint (state_dict or mmengine Runner file, read without running its pickled code)")
+    parser.add_argument("--feature-norm", choices=("stats", "none"), default=None,
+                        help="overrides data.normalize: stats = per-channel mean/std of the training features, "
+                        "none = raw features (what mmaction2's BMN is trained on)")
     return parser
 
 
@@ -50,13 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         config_path = None if args.config is None else resolve_config_path(args.config, "localize")
         if config_path is None and args.resume and (args.work_dir / "config.yaml").is_file():
             config_path = args.work_dir / "config.yaml"
-        overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else [])]
+        overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else []),
+                     *([f"data.normalize={str(args.feature_norm == 'stats').lower()}"] if args.feature_norm else [])]
         cfg = load_config(LocalizeConfig, config_path, overrides)
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         metrics = train(
             cfg, args.features, args.annotations, args.work_dir, resume=args.resume,
-            val_annotations=args.val_annotations, video_info=args.video_info,
+            val_annotations=args.val_annotations, video_info=args.video_info, init_from=args.init_from,
         )
     except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, FileExistsError,
             ValueError, FloatingPointError) as exc:

@@ -11,7 +11,8 @@ item's outputs (``{name: array[j]}``) can be placed on a longer grid by bin offs
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -53,3 +54,13 @@ class Head(nn.Module, ABC):
     @abstractmethod
     def decode(self, outputs: dict[str, np.ndarray], **options: float) -> np.ndarray:
         """One item's outputs -> candidate proposals ``(K, 3)`` ``[start, end, score]`` in units of its grid length."""
+
+    @classmethod
+    @abstractmethod
+    def reference_feat_dim(cls, weights: Mapping[str, torch.Tensor], source: Path) -> int:
+        """The input width of the head's reference-toolkit weights (e.g. an mmaction2 BMN state dict); a
+        :class:`ValueError` naming ``source`` when they are not this head's."""
+
+    @abstractmethod
+    def load_reference(self, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+        """Load the reference toolkit's weights strictly (a :class:`ValueError` naming ``source`` on any mismatch)."""

@@ -11,13 +11,14 @@ without ratio clamp, score ``clr^1.2 x reg``); both are pinned by fixtures of th
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from localization import ek100_protocol
-from localization.bmn import BMN
+from localization.bmn import BMN, load_bmn_checkpoint
 from localization.heads.base import Head, HeadOutputs, TargetBuilder
 from localization.losses import bmn_loss, tadaconv_bmn_loss
 from localization.postprocess import candidate_cells, proposals_from_maps
@@ -55,6 +56,18 @@ class BMNHead(Head):
     def forward(self, x: torch.Tensor) -> HeadOutputs:
         conf, start, end = self.bmn(x)
         return {"conf": conf, "start": start, "end": end}
+
+    @classmethod
+    def reference_feat_dim(cls, weights: Mapping[str, torch.Tensor], source: Path) -> int:
+        """The ``feat_dim`` of an mmaction2 BMN state dict (its first base-module conv, ``(hidden, feat_dim, 3)``)."""
+        first = weights.get("x_1d_b.0.weight")
+        if first is None or first.ndim != 3:
+            raise ValueError(f"{source}: not an mmaction2 BMN state dict (no 'x_1d_b.0.weight' of shape (hidden, feat_dim, 3); "
+                             f"keys start {sorted(weights)[:3]})")
+        return int(first.shape[1]) * 4  # the base module's convs are grouped by 4
+
+    def load_reference(self, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+        load_bmn_checkpoint(self.bmn, dict(weights), source=str(source))
 
     def target_builder(self) -> TargetBuilder:
         return partial(bmn_window_targets, tscale=self.tscale, dscale=self.dscale, reference=self.reference)

@@ -52,8 +52,11 @@ class ActivityNetTask(Task):
     def unknown_labels(self, entries: Sequence[VideoEntry], vocab: Vocabulary) -> dict[str, int]:
         return unknown_label_counts(entries, vocab)
 
+    def proposals(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head) -> np.ndarray:
+        return self._soft_nms_in_video(entry, self._proposals_in_seconds(outputs, head), self.postprocess.max_proposals)
+
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
-        proposals = self._soft_nms_in_video(entry, self._proposals_in_seconds(outputs, head), self.postprocess.max_proposals)
+        proposals = self.proposals(entry, outputs, head)
         class_probs = np.mean([out.classes for out in outputs], axis=0)
         return hacs_detections(proposals, class_probs, vocab.labels, self.top_k)
 

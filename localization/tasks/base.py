@@ -47,7 +47,8 @@ class Vocabulary:
 
 
 class WindowOutput(NamedTuple):
-    """One window's outputs at inference: head outputs and classifier probabilities (batch axis removed)."""
+    """One window's outputs at inference: head outputs and classifier probabilities (batch axis removed; None
+    without a classifier)."""
 
     window: Window
     head: dict[str, np.ndarray]
@@ -122,6 +123,10 @@ class Task(ABC):
 
     # -- inference --------------------------------------------------------------------------------------------
     @abstractmethod
+    def proposals(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head) -> np.ndarray:
+        """One video's class-agnostic proposals ``(K, 3)`` ``[start_s, end_s, score]``, by decreasing score."""
+
+    @abstractmethod
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
         """One video's labelled detections (result dicts of the submission format), by decreasing score."""
 
@@ -174,15 +179,25 @@ def unknown_label_counts(entries: Sequence[VideoEntry], vocab: Vocabulary) -> di
     return dict(Counter(label for e in entries for label in e.labels if label not in known))
 
 
-def activitynet_submission(results: dict[str, list[dict]], provenance: dict[str, Any], trained_on: str) -> dict[str, Any]:
-    """The ActivityNet / HACS detection JSON; ``external_data.used`` is false for features from random weights."""
-    weights = str(provenance.get("weights", "unknown"))
-    used = not (weights.startswith("random") or weights in ("", "unknown"))
+def proposal_submission(results: dict[str, np.ndarray], provenance: dict[str, Any]) -> dict[str, Any]:
+    """The ActivityNet proposal JSON (what mmaction2's BMN writes and ``evaluate --task proposals`` reads):
+    ``results[video] = [{"segment": [start_s, end_s], "score": s}, ...]`` from ``(K, 3)`` proposal arrays."""
     return {
         "version": "VERSION 1.3",
-        "results": results,
-        "external_data": {
-            "used": used,
-            "details": f"features: {provenance.get('backbone', 'unknown')} (weights: {weights}); trained on {trained_on}",
-        },
+        "results": {vid: [{"segment": [float(p[0]), float(p[1])], "score": float(p[2])} for p in props]
+                    for vid, props in results.items()},
+        "external_data": external_data(provenance, ""),
     }
+
+
+def activitynet_submission(results: dict[str, list[dict]], provenance: dict[str, Any], trained_on: str) -> dict[str, Any]:
+    """The ActivityNet / HACS detection JSON."""
+    return {"version": "VERSION 1.3", "results": results, "external_data": external_data(provenance, f"; trained on {trained_on}")}
+
+
+def external_data(provenance: dict[str, Any], details: str) -> dict[str, Any]:
+    """The submission's ``external_data``: ``used`` is false for features from random weights; ``details`` is appended
+    to the description of the features."""
+    weights = str(provenance.get("weights", "unknown"))
+    used = not (weights.startswith("random") or weights in ("", "unknown"))
+    return {"used": used, "details": f"features: {provenance.get('backbone', 'unknown')} (weights: {weights}){details}"}

@@ -96,7 +96,7 @@ class Ek100SlidingTask(SlidingWindowTask):
         return dict(unknown)
 
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
-        proposals = self.video_proposals(entry, outputs, head)
+        proposals = self.proposals(entry, outputs, head)
         centers, probs = self.fused_classes(entry, outputs)
         return ek100_detections(proposals, probs["verb"], probs["noun"], centers, self.top_k)
 
@@ -154,7 +154,8 @@ class Ek100Task(Ek100SlidingTask):
         window_s = _span(window, self.data.tscale)
         return ek100_protocol.window_features(feats, centres[rows[0]:rows[-1] + 1], window_s, self.data.tscale, stride_s).numpy()
 
-    def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
+    def proposals(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head) -> np.ndarray:
+        """The windows' maps averaged on the video's grid, parsed once, Soft-NMS with the reference budget."""
         ratio, _ = self._grid(entry)
         centres = entry.timing.centers(entry.num_clips)
         size = ek100_protocol.fused_length(entry.num_clips, ratio)
@@ -169,8 +170,12 @@ class Ek100Task(Ek100SlidingTask):
         kept, _ = ek100_protocol.ek100_soft_nms(candidates, int(entry.duration) + 1, pp.soft_nms_alpha, pp.soft_nms_low,
                                                 pp.soft_nms_high)
         segments = np.stack([np.maximum(0.0, kept[:, 0]), np.minimum(1.0, kept[:, 1])], axis=1) * entry.duration
+        return np.concatenate([segments, kept[:, 2:3]], axis=1).reshape(-1, 3)
+
+    def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
+        proposals = self.proposals(entry, outputs, head)
         centers, probs = self.fused_classes(entry, outputs)
-        return self._label(segments, kept[:, 2], centers, probs)
+        return self._label(proposals[:, :2], proposals[:, 2], centers, probs)
 
     def _label(self, segments: np.ndarray, scores: np.ndarray, centers: np.ndarray, probs: dict[str, np.ndarray]) -> list[dict]:
         """Each proposal's best verb x noun pairs from the foreground probabilities pooled inside it."""

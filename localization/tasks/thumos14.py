@@ -51,7 +51,7 @@ class Thumos14Task(SlidingWindowTask):
         return unknown_label_counts(entries, vocab)
 
     def detections(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head, vocab: Vocabulary) -> list[dict]:
-        proposals = self.video_proposals(entry, outputs, head)
+        proposals = self.proposals(entry, outputs, head)
         centers, probs = self.fused_classes(entry, outputs)
         return snippet_detections(proposals, probs["label"], centers, vocab.labels, self.top_k)
 

@@ -27,8 +27,7 @@ class SlidingWindowTask(Task):
     def window_segments(self, entry: VideoEntry, window: Window) -> np.ndarray:
         return window_segments(entry, window, self.data.tscale, self.data.min_segment_fraction)
 
-    def video_proposals(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head) -> np.ndarray:
-        """The video's final proposals ``(K, 3)`` ``[start_s, end_s, score]``."""
+    def proposals(self, entry: VideoEntry, outputs: Sequence[WindowOutput], head: Head) -> np.ndarray:
         return self._soft_nms_in_video(entry, self._proposals_in_seconds(outputs, head), self._per_minute_budget(entry))
 
     def fused_classes(self, entry: VideoEntry, outputs: Sequence[WindowOutput]) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -107,14 +107,26 @@ def window_features(
     feats = torch.as_tensor(features, dtype=torch.float32)
     if feats.ndim != 2 or feats.shape[0] != len(centres):
         raise ValueError(f"window_features: expected features (N, C) with N = {len(centres)}, got {tuple(feats.shape)}")
-    rows = feats[torch.from_numpy(window_rows(centres, window))]
+    index = np.flatnonzero(window_rows(centres, window))
     length = round((window[1] - window[0]) / feature_stride_s)
-    grid = torch.zeros(length, feats.shape[1])
-    grid[: min(len(rows), length)] = rows[:length]
-    if len(rows) == 0:
-        grid = torch.zeros(1, feats.shape[1])
-    resampled = torch.nn.functional.interpolate(grid.T[None], size=tscale, mode="linear", align_corners=True)
-    return resampled[0]
+    count = min(len(index), length)
+    if count == 0:
+        return torch.zeros(feats.shape[1], tscale)
+    if index[-1] - index[0] + 1 == len(index):  # the usual case: a run of rows, taken without a copy
+        rows = feats[int(index[0]):int(index[0]) + count]
+    else:
+        rows = feats[torch.from_numpy(index[:count])]
+    if count < length:
+        rows = torch.cat([rows, rows.new_zeros(length - count, rows.shape[1])])
+    # F.interpolate(mode="linear", align_corners=True) from `length` rows to `tscale`, done on the (rows, C) layout:
+    # float32 source positions scale * i, the lower row and the weight of the upper one clamped as torch does.
+    scale = np.float32((length - 1) / (tscale - 1)) if tscale > 1 else np.float32(0.0)
+    src = torch.arange(tscale, dtype=torch.float32) * float(scale)
+    lo = torch.clamp(torch.floor(src).long(), max=length - 1)
+    hi = torch.clamp(lo + 1, max=length - 1)
+    upper = torch.clamp(src - lo.float(), 0.0, 1.0)[:, None]
+    out = rows.index_select(0, lo).mul_(1.0 - upper).add_(rows.index_select(0, hi).mul_(upper))
+    return out.T.contiguous()
 
 
 class WindowSegments(NamedTuple):

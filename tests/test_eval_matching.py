@@ -229,9 +229,18 @@ def test_plot_legends_outside_the_data_and_labels_apart(tmp_path, capsys, monkey
         return original(plt, fig, path)
 
     monkeypatch.setattr(report_module, "_save", check)
-    if task == "proposals":
-        argv = ["--dataset", "activitynet", "--task", "proposals", "--ground-truth", DATA / "eval" / "anet_val300_gt.json",
-                "--predictions", DATA / "eval" / "anet_val300_proposals_seed11.json"]
+    if task == "proposals":  # one ground truth per video, ranked first: AR@1, AR@5, AR@10 all 100 %, side by side
+        rng = np.random.default_rng(0)
+        database = {f"v{i}": {"subset": "validation", "duration": 60.0, "annotations": [
+            {"label": "a", "segment": sorted(rng.uniform(0, 60, 2).tolist())}]} for i in range(20)}
+        gt_path = tmp_path / "gt.json"
+        gt_path.write_text(json.dumps({"version": "t", "taxonomy": [], "database": database}))
+        results = {vid: [{"score": 1.0, "segment": a["segment"]} for a in v["annotations"]] + [
+            {"score": 0.5, "segment": sorted(rng.uniform(0, 60, 2).tolist())} for _ in range(20)]
+            for vid, v in database.items()}
+        proposals = tmp_path / "proposals.json"
+        proposals.write_text(json.dumps({"version": "1.3", "external_data": {}, "results": results}))
+        argv = ["--dataset", "activitynet", "--task", "proposals", "--ground-truth", gt_path, "--predictions", proposals]
     else:
         argv = ["--dataset", "ek100", "--ground-truth", EK_GT, "--predictions", EK_SUB]
     status, _ = _evaluate(capsys, *argv, "--out", tmp_path / "r")

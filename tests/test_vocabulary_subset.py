@@ -5,11 +5,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from eval import cli as eval_cli
 from localization import localize_cli, train_cli
-from loc_synth import make_hacs
+from loc_synth import make_ek100, make_hacs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -85,3 +86,44 @@ def test_subset_trains_localizes_and_evaluates(tmp_path, capsys, monkeypatch):
     assert eval_cli.main(["--dataset", "hacs", "--ground-truth", str(ann), "--predictions", str(detections),
                           "--strict", "--out", str(tmp_path / "strict")]) == 2
     assert "field 'label' 'run' is not a class" in capsys.readouterr().err
+
+
+EK_TINY = [
+    "--config", "demo_ek100_bmn", "--set", "data.tscale=32", "--set", "data.dscale=16", "--set", "data.window_bin_s=0.5",
+    "--set", "model.num_samples=8", "--set", "model.hidden_dim_1d=16", "--set", "model.hidden_dim_2d=8",
+    "--set", "model.hidden_dim_3d=16", "--set", "classifier.hidden_dim=16", "--set", "train.batch_size=2",
+    "--set", "train.epochs=1", "--set", "train.num_threads=1", "--set", "data.num_workers=1",
+]
+
+
+def test_ek100_subset_with_class_tables_beside_the_csv(tmp_path, capsys, monkeypatch):
+    """Training without verb 2 (the run knows verbs 0-1), validation with it; class tables beside the validation CSV."""
+    monkeypatch.chdir(tmp_path)
+    h5_path, train_csv, val_csv, info = make_ek100(tmp_path / "data", n_train=6, n_val=3, seed=2)
+    train = pd.read_csv(train_csv)
+    train[train["verb_class"] != 2].to_csv(train_csv, index=False)
+    val = pd.read_csv(val_csv)
+    n_verb2 = int((val["verb_class"] == 2).sum())
+    assert n_verb2 > 0
+    for task in ("verb", "noun"):
+        pd.DataFrame({"id": range(3), "key": [f"{task}{i}" for i in range(3)], "instances": "[]",
+                      "category": "x"}).to_csv(val_csv.parent / f"EPIC_100_{task}_classes.csv", index=False)
+    work = tmp_path / "run"
+    assert train_cli.main([*EK_TINY, "--features", str(h5_path), "--annotations", str(train_csv), "--val-annotations",
+                           str(val_csv), "--video-info", str(info), "--work-dir", str(work)]) == 0
+    assert f"'verb 2' x{n_verb2}" in (work / "train.log").read_text()
+    detections = tmp_path / "ek.json"
+    assert localize_cli.main(["--run", str(work), "--features", str(h5_path), "--annotations", str(val_csv),
+                              "--video-info", str(info), "-o", str(detections)]) == 0
+    verbs = {d["verb"] for dets in json.loads(detections.read_text())["results"].values() for d in dets}
+    assert verbs <= {0, 1}  # only the verbs the run knows
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert eval_cli.main(["--dataset", "ek100", "--ground-truth", str(val_csv), "--predictions", str(detections),
+                          "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "verb names from" in err and "(found beside the ground truth)" in err
+    verb = json.loads((out / "report.json").read_text())["matching"]["by_class"]["verb"]
+    assert verb["ground_truth_per_class_without_predictions"] == {"2": n_verb2}
+    assert f"('verb2 (2)' x{n_verb2})" in err
+    assert f"| verb2 (2) | {n_verb2} |" in (out / "report.md").read_text()

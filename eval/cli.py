@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--diagnose", action="store_true",
                         help="detection: add the DETAD false-positive profile and sensitivity analysis (tables and plots)")
     parser.add_argument("--strict", action="store_true",
-                        help="predictions on videos outside the ground truth, predicted labels outside its classes and "
-                             "predictions of which none can match are errors (default: counted, and a warning when "
-                             "nothing matches)")
+                        help="predictions on videos outside the ground truth, predictions of which none can match and "
+                             "(HACS/ActivityNet) predicted labels outside its classes are errors (default: counted, "
+                             "and a warning when nothing matches)")
     parser.add_argument("--verb-classes", type=Path, default=None,
                         help="EK100: EPIC_100_verb_classes.csv naming the verbs in the report (default: the one beside "
                              "--ground-truth, if any; else ids)")
@@ -168,8 +168,8 @@ def _matching(gt: SegmentTable, pred: SegmentTable, args: argparse.Namespace, na
     if problems and args.strict:
         raise InputError(f"{pred.source}: {problems[0]} (ground truth: {gt.source}; --strict)")
     for problem in problems:
-        print(f"evaluate: WARNING: {pred.source}: {problem} (ground truth: {gt.source}) Every such prediction is a "
-              "false positive and scores 0.", file=sys.stderr)
+        print(f"evaluate: WARNING: {pred.source}: {problem} (ground truth: {gt.source}) Nothing can score: the mAP "
+              "is 0.", file=sys.stderr)
     if args.strict and matching.predictions_outside_evaluated_videos:
         outside = ~pd.Index(pred.video).isin(list(gt.videos))
         first = pred.video[np.flatnonzero(outside)[0]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from tal_common.annotations import read_ek100_classes
 
@@ -49,3 +50,9 @@ def ek100_class_names(ground_truth: Path, verb_classes: Path | None = None, noun
         names["action"] = {f"{v},{n}": f"{verb} {noun}" for v, verb in enumerate(tables["verb"])
                            for n, noun in enumerate(tables["noun"])}
     return ClassNames(names, sources)
+
+
+def display_name(key: str, names: Mapping[str, str]) -> str:
+    """``key`` with its display name when ``names`` has one (``"take (0)"``), else ``key``."""
+    name = names.get(key)
+    return f"{name} ({key})" if name is not None else key

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from eval.class_names import display_name
 from eval.inputs import EK100_NUM_NOUNS, SegmentTable
 
 LISTED = 5  # labels named in one stderr line
@@ -158,12 +159,6 @@ def _by_count(keys: np.ndarray) -> dict[str, int]:
 def _listed(counts: Mapping[str, int], names: Mapping[str, str]) -> str:
     shown = [f"{display_name(k, names)!r} x{n}" for k, n in list(counts.items())[:LISTED]]
     return ", ".join(shown) + (", ..." if len(counts) > LISTED else "")
-
-
-def display_name(key: str, names: Mapping[str, str]) -> str:
-    """``key`` with its display name when ``names`` has one (``"take (0)"``), else ``key``."""
-    name = names.get(key)
-    return f"{name} ({key})" if name is not None else key
 
 
 def _prefix(task: str) -> str:

@@ -17,7 +17,8 @@ import numpy as np
 
 from eval.detection import DetectionResult, EK100DetectionResult
 from eval.diagnose import ERROR_NAMES, ERROR_TYPES, Diagnosis
-from eval.matching import Matching, display_name
+from eval.class_names import display_name
+from eval.matching import Matching
 from eval.proposals import AR_AT, ProposalResult
 
 Result = Union[DetectionResult, EK100DetectionResult, ProposalResult]

@@ -1,6 +1,7 @@
 """One vocabulary rule from training to evaluation, on class subsets: the run knows the training annotations' classes;
 a validation class outside them is counted (never a crash, also in a DataLoader worker), ``localize`` emits only
 known classes, and ``evaluate`` accepts that output and counts what could not match, by video and by class."""
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -55,6 +56,10 @@ def test_subset_trains_localizes_and_evaluates(tmp_path, capsys, monkeypatch):
     assert best["epoch"] == best_epoch["epoch"]
     assert (f"best.pt is epoch {best_epoch['epoch']} of 0..1: the lowest validation loss ({best_epoch['val_loss']:.4g}); "
             "last.pt is epoch 1") in log
+
+    config = (work / "config.yaml").read_text()  # the run's inputs, with their sha256
+    for key, path in (("features", h5_path), ("annotations", ann)):
+        assert f"#   {key}: {path.resolve()}  (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})" in config
 
     detections = tmp_path / "detections.json"
     assert localize_cli.main(["--run", str(work), "--features", str(h5_path), "--annotations", str(ann),

@@ -206,7 +206,8 @@ def _boxes_overlap(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-@pytest.mark.parametrize("task, plot", [("proposals", "ar_vs_an.png"), ("detection", "map_vs_tiou.png")])
+@pytest.mark.parametrize("task, plot", [("proposals", "ar_vs_an.png"), ("detection", "map_vs_tiou.png"),
+                                        ("hacs", "map_vs_tiou.png")])
 def test_plot_legends_outside_the_data_and_labels_apart(tmp_path, capsys, monkeypatch, task, plot):
     import eval.report as report_module
 
@@ -241,6 +242,9 @@ def test_plot_legends_outside_the_data_and_labels_apart(tmp_path, capsys, monkey
         proposals = tmp_path / "proposals.json"
         proposals.write_text(json.dumps({"version": "1.3", "external_data": {}, "results": results}))
         argv = ["--dataset", "activitynet", "--task", "proposals", "--ground-truth", gt_path, "--predictions", proposals]
+    elif task == "hacs":  # one curve, its values written at the points
+        argv = ["--dataset", "activitynet", "--ground-truth", DATA / "eval" / "anet_val300_gt.json",
+                "--predictions", DATA / "eval" / "anet_val300_pred_seed11.json"]
     else:
         argv = ["--dataset", "ek100", "--ground-truth", EK_GT, "--predictions", EK_SUB]
     status, _ = _evaluate(capsys, *argv, "--out", tmp_path / "r")

@@ -71,10 +71,10 @@ class Matching:
         return out
 
     def nothing_matches(self) -> list[str]:
-        """Why nothing can score: no prediction on an evaluated video, or (per labelling) none sharing a video and
-        a class with the ground truth. Empty when something matches (or there are no predictions)."""
+        """Why nothing can score: no predictions, none on an evaluated video, or (per labelling) none sharing a
+        video and a class with the ground truth. Empty when something matches."""
         if not self.predictions:
-            return []
+            return ["the file holds no predictions"]
         if self.predictions_outside_evaluated_videos == self.predictions:
             return [f"none of the {self.prediction_videos_outside_evaluated_videos} prediction videos is a video of "
                     f"the ground truth (e.g. {self.example_prediction_video!r} vs {self.example_ground_truth_video!r}); "

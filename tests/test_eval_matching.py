@@ -137,6 +137,13 @@ def test_nothing_matching_by_class_warns_and_strict_fails(tmp_path, capsys):
     status, err = _evaluate(capsys, "--dataset", "hacs", "--ground-truth", gt, "--predictions", pred, "--strict",
                             "--unknown-labels", "false_positive", "--out", tmp_path / "r2")
     assert status == 2 and "no prediction shares a video and a class" in err and not (tmp_path / "r2").exists()
+    empty = _pred_json(tmp_path, {})
+    status, err = _evaluate(capsys, "--dataset", "hacs", "--ground-truth", gt, "--predictions", empty, "--out", tmp_path / "r3")
+    assert status == 0 and "WARNING" in err and "the file holds no predictions" in err
+    assert "3 of 3 ground-truth videos (7 segments) have no prediction" in err
+    status, err = _evaluate(capsys, "--dataset", "hacs", "--ground-truth", gt, "--predictions", empty, "--strict",
+                            "--out", tmp_path / "r4")
+    assert status == 2 and "the file holds no predictions" in err
 
 
 @pytest.fixture()

@@ -4,8 +4,11 @@
              [--subset validation] [--task detection|proposals] [--tiou T [T ...]] [--diagnose] [--strict] --out DIR
 
 Writes ``DIR/report.json``, ``DIR/report.md`` and PNG plots (the folder is replaced as a whole), and prints the
-table. ``--diagnose`` adds the DETAD false-positive and sensitivity analysis. Exit status: 0 on success, 2 on a
-usage error or a malformed input (the message names the file, video and field).
+table. ``--diagnose`` adds the DETAD false-positive and sensitivity analysis. What found no counterpart (by video
+and by class, :mod:`eval.matching`) is counted in the report and said on stderr; when nothing can match it is a
+warning, and with ``--strict`` an error. EK100 classes are named from the class tables (``--verb-classes`` /
+``--noun-classes``, else ``EPIC_100_*_classes.csv`` beside the ground truth). Exit status: 0 on success, 2 on a
+usage error, a malformed input (the message names the file, video and field) or a ``--strict`` failure.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eval.class_names import ClassNames, ek100_class_names
 from eval.detection import EK100_TASKS, UNKNOWN_LABEL_POLICIES, evaluate_detection
 from eval.diagnose import (
     ACTIVITYNET_CHARACTERISTICS,
@@ -35,6 +39,7 @@ from eval.inputs import (
     read_activitynet_predictions,
     read_ek100_predictions,
 )
+from eval.matching import Matching, match_counts
 from eval.proposals import evaluate_proposals
 from eval.report import format_table, write_report
 from tal_common.annotations import AnnotationError
@@ -51,17 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HACS/ActivityNet subset to evaluate (default: validation); EK100 files have no subsets")
     parser.add_argument("--tiou", type=_threshold, nargs="+", default=None,
                         help="tIoU thresholds (default: official, linspace(0.5, 0.95, 10); EK100 detection linspace(0.1, 0.5, 5))")
-    parser.add_argument("--unknown-labels", choices=UNKNOWN_LABEL_POLICIES, default="error",
-                        help="HACS/ActivityNet: a predicted label absent from the ground truth is an error (the official "
-                             "evaluator crashes) or a false positive of an unscored class")
+    parser.add_argument("--unknown-labels", choices=UNKNOWN_LABEL_POLICIES, default=None,
+                        help="HACS/ActivityNet: a predicted label absent from the ground truth is a false positive of an "
+                             "unscored class, counted and said (default), or an error as in the official evaluator, "
+                             "which crashes (default with --strict)")
     parser.add_argument("--max-avg-proposals", type=float, default=100, help="proposals: the AN range, 1..this (default 100)")
     parser.add_argument("--blocked-videos", type=Path, default=None,
                         help="HACS/ActivityNet: JSON list of video ids left out of ground truth and predictions")
     parser.add_argument("--diagnose", action="store_true",
                         help="detection: add the DETAD false-positive profile and sensitivity analysis (tables and plots)")
     parser.add_argument("--strict", action="store_true",
-                        help="predictions on videos outside the ground truth are an error (default: counted, and a "
-                             "warning when no prediction is on a ground-truth video)")
+                        help="predictions on videos outside the ground truth, predictions of which none can match and "
+                             "(HACS/ActivityNet) predicted labels outside its classes are errors (default: counted, "
+                             "and a warning when nothing matches)")
+    parser.add_argument("--verb-classes", type=Path, default=None,
+                        help="EK100: EPIC_100_verb_classes.csv naming the verbs in the report (default: the one beside "
+                             "--ground-truth, if any; else ids)")
+    parser.add_argument("--noun-classes", type=Path, default=None,
+                        help="EK100: EPIC_100_noun_classes.csv naming the nouns (default: the one beside --ground-truth)")
     parser.add_argument("--out", required=True, type=Path, help="output directory for report.json, report.md and plots")
     return parser
 
@@ -85,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise InputError(f"{args.out}: --out must be a folder, and this is a file")
         gt, pred = _read_inputs(args)
-        matching = _matching(gt, pred, args)
+        names = _class_names(args)
+        matching = _matching(gt, pred, args, names)
         result = _evaluate(args, gt, pred)
         diagnosis = _diagnose(args, gt, pred, result) if args.diagnose else None
     except (InputError, AnnotationError) as exc:
@@ -99,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.dataset != "ek100":
         meta["subset"] = args.subset or "validation"
+    meta.update({f"{task}_classes": source for task, source in names.sources.items()})
     try:
-        write_report(result, args.out, meta, matching=matching, diagnosis=diagnosis)
+        write_report(result, args.out, meta, matching=matching, diagnosis=diagnosis, class_names=names.names)
     except OSError as exc:
         print(f"evaluate: error: cannot write the report to {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -133,31 +147,36 @@ def _read_inputs(args: argparse.Namespace) -> tuple[SegmentTable, SegmentTable]:
     return gt, pred
 
 
-def _matching(gt: SegmentTable, pred: SegmentTable, args: argparse.Namespace) -> dict[str, int]:
-    """How many predictions and ground-truth videos have no counterpart; an error or a warning where it matters."""
-    gt_videos = pd.Index(gt.videos)
-    pred_videos = pd.unique(pred.video)
-    outside = ~pd.Index(pred.video).isin(gt_videos)
-    outside_videos = int((~pd.Index(pred_videos).isin(gt_videos)).sum())
-    counts = {
-        "predictions": len(pred),
-        "predictions_outside_evaluated_videos": int(outside.sum()),
-        "prediction_videos_outside_evaluated_videos": outside_videos,
-        "evaluated_videos": len(gt_videos),
-        "evaluated_videos_without_predictions": int((~gt_videos.isin(pred_videos)).sum()),
-    }
-    if len(pred) and outside.all():
-        message = (f"{pred.source}: none of the {len(pred_videos)} prediction videos is a video of the ground truth "
-                   f"{gt.source} (e.g. {pred_videos[0]!r} vs {gt_videos[0] if len(gt_videos) else None!r}); "
-                   "wrong file or id prefix?")
-        if args.strict:
-            raise InputError(message)
-        print(f"evaluate: WARNING: {message} Every prediction is a false positive.", file=sys.stderr)
-    elif args.strict and outside.any():
+def _class_names(args: argparse.Namespace) -> ClassNames:
+    """EK100 class names for the report (said on stderr); none for HACS/ActivityNet."""
+    if args.dataset != "ek100":
+        if args.verb_classes is not None or args.noun_classes is not None:
+            raise InputError("--verb-classes and --noun-classes apply to EK100 (HACS/ActivityNet labels are names)")
+        return ClassNames({}, {})
+    names = ek100_class_names(args.ground_truth, args.verb_classes, args.noun_classes)
+    if args.task == "detection":
+        print(f"evaluate: {names.describe()}", file=sys.stderr)
+    return names
+
+
+def _matching(gt: SegmentTable, pred: SegmentTable, args: argparse.Namespace, names: ClassNames) -> Matching:
+    """What has no counterpart, said on stderr; a warning when nothing matches, errors with ``--strict``."""
+    matching = match_counts(gt, pred)
+    for line in matching.summary(names.names):
+        print(f"evaluate: matching: {line}", file=sys.stderr)
+    problems = matching.nothing_matches()
+    if problems and args.strict:
+        raise InputError(f"{pred.source}: {problems[0]} (ground truth: {gt.source}; --strict)")
+    for problem in problems:
+        print(f"evaluate: WARNING: {pred.source}: {problem} (ground truth: {gt.source}) Nothing can score: the mAP "
+              "is 0.", file=sys.stderr)
+    if args.strict and matching.predictions_outside_evaluated_videos:
+        outside = ~pd.Index(pred.video).isin(list(gt.videos))
         first = pred.video[np.flatnonzero(outside)[0]]
-        raise InputError(f"{pred.source}: video {first!r}: {int(outside.sum())} predictions on {outside_videos} videos "
-                         f"that are not in the ground truth {gt.source} (--strict)")
-    return counts
+        raise InputError(f"{pred.source}: video {first!r}: {matching.predictions_outside_evaluated_videos} predictions "
+                         f"on {matching.prediction_videos_outside_evaluated_videos} videos that are not in the ground "
+                         f"truth {gt.source} (--strict)")
+    return matching
 
 
 def _evaluate(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable):
@@ -166,8 +185,9 @@ def _evaluate(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable):
             raise InputError("--diagnose applies to --task detection")
         return evaluate_proposals(gt, pred, dataset=args.dataset, tiou_thresholds=args.tiou,
                                   max_avg_nr_proposals=args.max_avg_proposals)
+    unknown_labels = args.unknown_labels or ("error" if args.strict else "false_positive")
     return evaluate_detection(gt, pred, dataset=args.dataset, subset=args.subset or "validation",
-                              tiou_thresholds=args.tiou, unknown_labels=args.unknown_labels)
+                              tiou_thresholds=args.tiou, unknown_labels=unknown_labels)
 
 
 def _diagnose(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable, result) -> dict[str, Diagnosis]:

@@ -170,7 +170,7 @@ def evaluate_activitynet_detection(
     gt_video, pred_video, counts = _video_codes(gt, pred)
     keep = ~unknown
     counts.update(_class_counts(classes, pred_cls[keep]))
-    counts["predictions_unknown_label_false_positive"] = int(unknown.sum())
+    counts["predictions_unknown_label"] = int(unknown.sum())  # false positives of unscored classes
     ap = (ap_function or average_precision)(
         CodedSegments(gt_video, gt.start, gt.end, gt_cls),
         CodedSegments(pred_video[keep], pred.start[keep], pred.end[keep], pred_cls[keep], pred.score[keep]),
@@ -202,7 +202,7 @@ def evaluate_ek100_detection(
         labels = np.unique(gt.labels[task])  # sorted: the official class index
         pred_cls = _lookup(labels, pred.labels[task])
         known = pred_cls >= 0
-        counts = {**common, **_class_counts(labels, pred_cls[known]), "predictions_dropped_unknown_label": int((~known).sum())}
+        counts = {**common, **_class_counts(labels, pred_cls[known]), "predictions_unknown_label": int((~known).sum())}  # dropped
         ap = (ap_function or average_precision)(
             CodedSegments(gt_video, gt.start, gt.end, np.searchsorted(labels, gt.labels[task])),
             CodedSegments(pred_video[known], pred.start[known], pred.end[known], pred_cls[known], pred.score[known]),

@@ -105,13 +105,14 @@ def evaluate_proposals(
     prop_coded = CodedSegments(prop_codes, props.start[keep], props.end[keep], score=props.score[keep])
     thresholds = thresholds_array(DEFAULT_TIOU if tiou_thresholds is None else tiou_thresholds)
     recall, avg_recall, per_video = (recall_function or recall_curve)(gt_coded, prop_coded, max_avg_nr_proposals, thresholds)
-    n_props = np.bincount(prop_codes, minlength=len(gt_videos) + 1)
+    evaluated = pd.Index(gt.videos or gt_videos, dtype=object)  # the names of eval.matching's counts
+    kept_videos = pd.Index(props.video[keep], dtype=object)
     counts = {
         "ground_truth": len(gt),
-        "ground_truth_videos": len(gt_videos),
-        "proposals": int(keep.sum()),
-        "proposals_on_videos_without_ground_truth": int(n_props[-1]),
-        "ground_truth_videos_without_proposals": int((n_props[:-1] == 0).sum()),
+        "ground_truth_videos": len(evaluated),
+        "predictions": int(keep.sum()),
+        "predictions_outside_evaluated_videos": int((~kept_videos.isin(evaluated)).sum()),
+        "ground_truth_videos_without_predictions": int((~evaluated.isin(kept_videos)).sum()),
     }
     return ProposalResult(thresholds, recall, avg_recall, per_video, counts)
 

@@ -17,11 +17,15 @@ import numpy as np
 
 from eval.detection import DetectionResult, EK100DetectionResult
 from eval.diagnose import ERROR_NAMES, ERROR_TYPES, Diagnosis
+from eval.class_names import display_name
+from eval.matching import Matching
 from eval.proposals import AR_AT, ProposalResult
 
 Result = Union[DetectionResult, EK100DetectionResult, ProposalResult]
 N_EXTREME_CLASSES = 5  # best / worst classes listed in report.md
 MAX_BARS = 40  # per-class plot: all classes up to this many, else the best and worst half each
+MAX_LISTED = 20  # report.md: classes listed per unmatched-class table
+Names = Mapping[str, Mapping[str, str]]  # labelling ("label", "verb", ...) -> class key -> display name
 
 
 def write_report(
@@ -29,13 +33,15 @@ def write_report(
     out_dir: str | Path,
     meta: dict,
     *,
-    matching: Mapping[str, int] | None = None,
+    matching: Matching | None = None,
     diagnosis: Mapping[str, Diagnosis] | None = None,
+    class_names: Names | None = None,
 ) -> dict:
     """Publish ``report.json``, ``report.md`` and the plots as the folder ``out_dir``; return the JSON dict.
 
     ``meta`` (dataset, task, input paths, ...) is stored under ``"meta"`` and heads the Markdown; ``matching``
-    (how many predictions and ground-truth videos found no counterpart) under ``"matching"``; ``diagnosis``
+    (what found no counterpart, by video and by class) under ``"matching"``; ``class_names`` (EK100 class
+    tables) name the classes in report.md and the per-class plots (report.json keeps the ids); ``diagnosis``
     (task name, ``""`` for HACS/ActivityNet, -> :class:`~eval.diagnose.Diagnosis`) under ``"diagnosis"``
     with its own sections and plots. The folder is written under a temporary name and renamed into place, so
     a killed run leaves the previous report or this one, never a mix.
@@ -43,9 +49,10 @@ def write_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: --out must be a folder, and this is a file")
+    names = class_names or {}
     report = {**result.to_dict(), "meta": meta}
     if matching is not None:
-        report["matching"] = dict(matching)
+        report["matching"] = matching.to_dict()
     if diagnosis:
         report["diagnosis"] = {name: d.to_dict() for name, d in diagnosis.items()}
         if list(diagnosis) == [""]:
@@ -56,13 +63,13 @@ def write_report(
     tmp.mkdir(parents=True)
     try:
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        plots = _plot(result, tmp)
+        plots = _plot(result, tmp, names)
         lines = [f"# {_title(result)}", ""]
         lines += [f"- {k}: `{v}`" for k, v in meta.items()] + [""]
         lines += [format_table(result), ""]
-        lines += _markdown_details(result)
+        lines += _markdown_details(result, names)
         if matching is not None:
-            lines += ["## Matching of predictions and ground truth", ""] + _count_lines(matching)
+            lines += _matching_markdown(matching, names)
         if diagnosis:
             lines += _diagnosis_markdown(diagnosis)
             plots += _plot_diagnosis(diagnosis, tmp)
@@ -135,21 +142,47 @@ def _table(header: tuple, rows: list[tuple]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _markdown_details(result: Result) -> list[str]:
+def _markdown_details(result: Result, names: Names) -> list[str]:
     if isinstance(result, ProposalResult):
         return ["## Counts", ""] + _count_lines(result.counts)
-    tasks = result.tasks if isinstance(result, EK100DetectionResult) else {"": result}
+    tasks = result.tasks if isinstance(result, EK100DetectionResult) else {"label": result}
     lines = []
     for name, task in tasks.items():
-        prefix = f"{name}: " if name else ""
+        prefix = "" if name == "label" else f"{name}: "
         order, mean_ap = _classes_by_ap(task)
         n_best = min(N_EXTREME_CLASSES, (len(order) + 1) // 2)
         n_worst = min(N_EXTREME_CLASSES, len(order) - n_best)  # disjoint from the best
+        shown = names.get(name, {})
         for heading, picked in (("Best", order[:n_best]), ("Worst", order[::-1][:n_worst])):
             lines += [f"## {prefix}{heading} classes (AP averaged over tIoU)", ""]
-            lines += [_table(("class", "AP (%)"), [(task.classes[c], f"{mean_ap[c] * 100:.2f}") for c in picked]), ""]
+            rows = [(display_name(task.classes[c], shown), f"{mean_ap[c] * 100:.2f}") for c in picked]
+            lines += [_table(("class", "AP (%)"), rows), ""]
         lines += [f"## {prefix}Counts", ""] + _count_lines(task.counts)
     return lines
+
+
+def _matching_markdown(matching: Matching, names: Names) -> list[str]:
+    """The matching section: counts by video, then per labelling the unscored labels and unpredicted classes."""
+    by_video = {k: v for k, v in matching.to_dict().items() if k != "by_class"}
+    lines = ["## Matching of predictions and ground truth", "",
+             "By video and by class, before any tIoU: what no counterpart can score.", ""] + _count_lines(by_video)
+    for task, m in matching.by_class.items():
+        lines += [f"### {'' if task == 'label' else task + ': '}by class", ""]
+        lines += _count_lines({k: v for k, v in m.to_dict().items() if not isinstance(v, dict)})
+        lines += _class_count_table(m.unknown_labels, ("predicted label, no ground-truth class (not scored)", "predictions"),
+                                    names.get(task, {}))
+        lines += _class_count_table(m.classes_without_predictions,
+                                    ("ground-truth class without predictions (AP 0)", "ground-truth segments"),
+                                    names.get(task, {}))
+    return lines
+
+
+def _class_count_table(counts: Mapping[str, int], header: tuple[str, str], names: Mapping[str, str]) -> list[str]:
+    if not counts:
+        return []
+    rows = [(display_name(k, names), str(n)) for k, n in list(counts.items())[:MAX_LISTED]]
+    more = len(counts) - MAX_LISTED
+    return [_table(header, rows), *([f"... and {more} more (all in report.json)"] if more > 0 else []), ""]
 
 
 def _count_lines(counts: dict) -> list[str]:
@@ -165,7 +198,7 @@ def _classes_by_ap(result: DetectionResult) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------- plots
 
 
-def _plot(result: Result, out: Path) -> list[Path]:
+def _plot(result: Result, out: Path, names: Names) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,7 +213,7 @@ def _plot(result: Result, out: Path) -> list[Path]:
     for name, task in tasks.items():
         suffix = "" if isinstance(result, DetectionResult) else f"_{name}"
         label = "" if isinstance(result, DetectionResult) else f"{name} "
-        paths.append(_plot_classes(plt, task, label, out / f"per_class_ap{suffix}.png"))
+        paths.append(_plot_classes(plt, task, label, names.get(name, {}), out / f"per_class_ap{suffix}.png"))
     return paths
 
 
@@ -203,8 +236,9 @@ def _plot_map(plt, thresholds: np.ndarray, tasks: dict[str, DetectionResult], pa
     return _save(plt, fig, path)
 
 
-def _plot_classes(plt, result: DetectionResult, label: str, path: Path) -> Path:
-    """Per-class AP bars (all classes, or the best and worst when there are many, over a histogram of all)."""
+def _plot_classes(plt, result: DetectionResult, label: str, names: Mapping[str, str], path: Path) -> Path:
+    """Per-class AP bars (all classes, or the best and worst when there are many, over a histogram of all);
+    classes named by ``names`` where it has them."""
     order, mean_ap = _classes_by_ap(result)
     n = len(order)
     half = MAX_BARS // 2
@@ -225,7 +259,7 @@ def _plot_classes(plt, result: DetectionResult, label: str, path: Path) -> Path:
     bars = ax.barh(y, mean_ap[shown] * 100, color=colors)
     ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
     ax.set_yticks(y)
-    ax.set_yticklabels([result.classes[c] for c in shown], fontsize=7)
+    ax.set_yticklabels([display_name(result.classes[c], names) for c in shown], fontsize=7)
     ax.axvline(result.average_mAP * 100, color="black", linestyle="--", linewidth=0.8,
                label=f"mean {result.average_mAP * 100:.2f}%")
     ax.set_xlim(0, 105)
@@ -246,12 +280,10 @@ def _plot_recall(plt, result: ProposalResult, path: Path) -> Path:
         ax.plot(an, recall * 100, color="grey", linewidth=0.6, alpha=0.6)
     ax.plot([], [], color="grey", linewidth=0.6, label="recall at each tIoU threshold")
     ax.plot(an, result.avg_recall * 100, color="tab:blue", linewidth=2, label=f"average recall (AUC {result.auc:.2f}%)")
-    for k in AR_AT:
-        point = (an[k - 1], result.recall_at(k) * 100)
-        right = point[0] > 0.8 * an[-1]  # keep the label inside the axes
-        ax.plot(*point, "o", color="tab:red")
-        ax.annotate(f"AR@{k} {point[1]:.1f}", point, textcoords="offset points", xytext=(-4 if right else 4, -12),
-                    ha="right" if right else "left", fontsize=7)
+    markers = ("o", "s", "^", "D", "v", "P", "X")
+    for k, marker in zip(AR_AT, markers):  # named in the legend: AR@1/5/10 lie too close for labels at the points
+        ax.plot(an[k - 1], result.recall_at(k) * 100, marker, color="tab:red", linestyle="none",
+                label=f"AR@{k} = {result.recall_at(k) * 100:.1f}%")
     ax.set_xlabel("average number of proposals per video (AN)")
     ax.set_ylabel("recall (%)")
     ax.set_ylim(0, 100)

@@ -272,6 +272,10 @@ def _train(
             dist.barrier()
     if board is not None:
         board.close()
+    if env.main and best["epoch"] >= 0:
+        LOG.info("best.pt is epoch %d of 0..%d: the lowest %s loss (%.4g); last.pt is epoch %d. localize and detect use "
+                 "best.pt unless --checkpoint last", best["epoch"], cfg.train.epochs - 1,
+                 "validation" if val_loader else "training", best["score"], history[-1]["epoch"])
     return metrics
 
 

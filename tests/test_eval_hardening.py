@@ -118,9 +118,14 @@ def test_unmatched_predictions_are_counted_and_strict_fails(tmp_path, capsys):
     matching = json.loads((tmp_path / "out" / "report.json").read_text())["matching"]
     n_pred_videos = len(raw["results"])
     with_preds = len(set(raw["results"]) & set(json.loads(ANET_GT.read_text())["database"]))
-    assert matching == {"predictions": sum(len(v) for v in raw["results"].values()),
+    database = json.loads(ANET_GT.read_text())["database"]
+    unpredicted = [v for v in database if v not in raw["results"]]
+    by_video = {k: v for k, v in matching.items() if k != "by_class"}
+    assert by_video == {"predictions": sum(len(v) for v in raw["results"].values()),
                         "predictions_outside_evaluated_videos": 2, "prediction_videos_outside_evaluated_videos": 1,
-                        "evaluated_videos": 300, "evaluated_videos_without_predictions": 300 - with_preds}
+                        "ground_truth": sum(len(database[v]["annotations"]) for v in database),
+                        "ground_truth_videos": 300, "ground_truth_videos_without_predictions": 300 - with_preds,
+                        "ground_truth_on_videos_without_predictions": sum(len(database[v]["annotations"]) for v in unpredicted)}
     assert n_pred_videos == with_preds + 1
     status, captured = _run(capsys, "hacs", ANET_GT, pred, "--strict", out=tmp_path / "out2")
     assert status == 2 and "p.json: video 'not_a_video': 2 predictions on 1 videos that are not in the ground truth" in captured.err

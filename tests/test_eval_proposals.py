@@ -19,7 +19,7 @@ def test_fixture_matches_official():
     report = result.to_dict()
     for key, value in official.items():
         assert report[key] == pytest.approx(value, abs=1e-6), key
-    assert report["counts"]["proposals"] == 30000
+    assert report["counts"]["predictions"] == 30000
     assert len(report["curve"]["average_recall"]) == 100
 
 
@@ -58,13 +58,13 @@ def test_proposals_on_videos_without_ground_truth_count_in_the_total(tmp_path):
     result = _evaluate(tmp_path, gt, props, max_avg_nr_proposals=2)
     # ratio = 2 * 2 / 8 = 0.5: a keeps int(0.5) = 0, b keeps int(1.5) = 1 (a miss)
     assert result.avg_recall.max() == 0
-    assert result.counts["proposals_on_videos_without_ground_truth"] == 4
+    assert result.counts["predictions_outside_evaluated_videos"] == 4
 
 
 def test_video_without_proposals_recalls_nothing(tmp_path):
     result = _evaluate(tmp_path, {"a": [(0, 10)], "d": [(0, 10), (20, 30)]}, {"a": [(0.5, 0, 10)]})
     assert result.avg_recall[-1] == pytest.approx(1 / 3)
-    assert result.counts["ground_truth_videos_without_proposals"] == 1
+    assert result.counts["ground_truth_videos_without_predictions"] == 1
 
 
 def test_zero_length_is_never_recalled(tmp_path):

@@ -43,7 +43,7 @@ def test_ek100_report(tmp_path):
     assert "| 0.10 | 45.44 | 56.43 | 54.84 |" in format_table(result)
     for name in ("map_vs_tiou", "per_class_ap_verb", "per_class_ap_noun", "per_class_ap_action"):
         assert _png(tmp_path / f"{name}.png")
-    assert "predictions dropped unknown label" in (tmp_path / "report.md").read_text()
+    assert "predictions unknown label" in (tmp_path / "report.md").read_text()
 
 
 def test_proposal_report(tmp_path):

@@ -204,8 +204,11 @@ def test_ddp_two_ranks_on_cpu(tmp_path):
     assert (work / "checkpoints" / "last.pt").is_file()
 
 
-def _check_ek100_submission(sub: dict, video_ids: set[str]) -> None:
-    """The EK100 action detection submission schema (the challenge's JSON format, version 0.2), checked plainly."""
+def _check_ek100_submission(sub: dict, video_ids: set[str], num_verbs: int = 97, num_nouns: int = 300) -> None:
+    """The EK100 action detection submission schema, checked plainly as the challenge's validator does
+    (epic-kitchens/C2-Action-Detection ``validate_submission``: version "0.2", challenge "action_detection",
+    sls_* in 0..5, per entry verb/noun ids in the class tables' ranges, action "v,n" of valid ids, a score and a
+    2-number segment, nothing NaN), plus what our writer promises (every video, ordered segments)."""
     assert sub["version"] == "0.2" and sub["challenge"] == "action_detection"
     for key in ("sls_pt", "sls_tl", "sls_td"):
         assert isinstance(sub[key], int) and 0 <= sub[key] <= 5
@@ -216,8 +219,11 @@ def _check_ek100_submission(sub: dict, video_ids: set[str]) -> None:
         for d in dets:
             assert set(d) == {"verb", "noun", "action", "score", "segment"}
             assert isinstance(d["verb"], int) and isinstance(d["noun"], int) and isinstance(d["score"], float)
-            assert d["action"] == f"{d['verb']},{d['noun']}"
-            assert len(d["segment"]) == 2 and 0 <= d["segment"][0] <= d["segment"][1]
+            assert 0 <= d["verb"] < num_verbs and 0 <= d["noun"] < num_nouns
+            verb, noun = (int(x) for x in d["action"].split(","))
+            assert d["action"] == f"{verb},{noun}" == f"{d['verb']},{d['noun']}"
+            assert len(d["segment"]) == 2 and all(isinstance(t, float) and np.isfinite(t) for t in d["segment"])
+            assert np.isfinite(d["score"]) and 0 <= d["segment"][0] <= d["segment"][1]
 
 
 def test_ek100_test_set_submission_from_unlabelled_timestamps(tmp_path):

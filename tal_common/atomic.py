@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 __all__ = [
     "durable_replace",
+    "durable_unlink",
     "temporary_path",
     "write_atomic",
     "write_text_atomic",
@@ -40,6 +41,12 @@ def durable_replace(tmp: Path, final: Path) -> None:
     _fsync_path(Path(tmp))
     os.replace(tmp, final)
     _fsync_path(Path(final).parent)
+
+
+def durable_unlink(path: Path) -> None:
+    """Remove ``path`` and fsync its directory, so the removal reaches the disk before any later operation."""
+    Path(path).unlink()
+    _fsync_path(Path(path).parent)
 
 
 def write_atomic(final: Path, write: Callable[[Path], None]) -> None:

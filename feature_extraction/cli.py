@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"extract-features: error: {exc}", file=sys.stderr)
         return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:  # an output path that cannot be written
+        print(f"extract-features: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if not _disk_full(exc):
             raise

@@ -269,6 +269,8 @@ class FeatureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise FeatureFileError(f"{self.path}: a folder, not a feature file")
         if not self.path.is_file():
             raise FeatureFileError(f"feature file not found: {self.path}")
         self._file: h5py.File | None = None

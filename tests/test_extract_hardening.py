@@ -3,6 +3,7 @@ name, a second run on the same output, a symlinked or half-removed work folder, 
 disk, ``-o`` a folder. Each is an exit status with a message naming the file and the field, never a traceback,
 and what was extracted stays resumable."""
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -200,6 +201,29 @@ def test_half_removed_work_folder_is_cleaned_and_the_run_continues(videos, tmp_p
     assert FeatureReader(out).video_ids() == ["a", "b"] and not parts.exists()
 
 
+def test_work_folder_without_its_failed_folder(videos, tmp_path, capsys, monkeypatch):
+    """An unfinished run whose ``failed/`` is gone (a kill in a removal that took ``failed/`` before ``run.json``, as
+    btrfs and xfs may order it): the rerun records failures again instead of stopping on the missing folder."""
+    root = tmp_path / "videos"
+    shutil.copytree(videos, root)
+    (root / "broken.mp4").write_bytes(b"")
+    out = tmp_path / "f.h5"
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(h5py.Group, "copy", full_disk)  # stops the first run after its parts, before assembling
+        assert _extract(capsys, root, out)[0] == 2
+    parts = tmp_path / "f.h5.parts"
+    assert (parts / "run.json").exists()
+    shutil.rmtree(parts / "failed")
+    status, err = _extract(capsys, root, out)
+    assert status == 1, err  # broken.mp4 failed, and is recorded
+    assert FeatureReader(out).video_ids() == ["a", "b"]
+    assert [json.loads(line)["video"] for line in Path(f"{out}.failures.jsonl").read_text().splitlines()] == ["broken"]
+
+
 @pytest.mark.parametrize("name, vid", [("..mp4", "."), ("...mp4", "..")])
 def test_video_ids_hdf5_cannot_hold_are_refused_up_front(videos, tmp_path, capsys, name, vid):
     root = tmp_path / "videos"
@@ -212,9 +236,19 @@ def test_video_ids_hdf5_cannot_hold_are_refused_up_front(videos, tmp_path, capsy
     assert not (tmp_path / "f.h5.parts").exists()
 
 
-def test_output_that_is_a_folder(videos, tmp_path, capsys):
+def test_output_that_is_a_folder_or_under_a_file(videos, tmp_path, capsys):
     status, err = _extract(capsys, videos, tmp_path)
     assert status == 2 and f"-o {tmp_path}: is a folder; give the path of the HDF5 file to write" in err
+    (tmp_path / "file").write_text("x")
+    status, err = _extract(capsys, videos, tmp_path / "file" / "f.h5")
+    assert status == 2 and f"extract-features: error: [Errno 20] Not a directory: '{tmp_path / 'file'}" in err
+
+
+def test_inspect_and_verify_on_a_folder(tmp_path, capsys):
+    for command in (["inspect", str(tmp_path)], ["verify", str(tmp_path), "--videos", str(tmp_path)]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert f"extract-features: error: {tmp_path}: a folder, not a feature file" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- a full disk

@@ -99,6 +99,20 @@ def test_localize_on_broken_timing(data, run_dir, tmp_path, capsys, change, mess
     assert not out.exists()
 
 
+def test_annotation_duration_far_past_the_features(data, tmp_path, capsys):
+    db = json.loads(data[1].read_text())
+    db["database"][VIDEO]["duration"] = 1e300
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(db))
+    status = train_cli.main([*CFG, "--features", str(data[0]), "--annotations", str(ann), "--work-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    with h5py.File(data[0], "r") as f:
+        covered = f[VIDEO].attrs["duration_s"]
+    assert (f"ann.json: video {VIDEO!r}: field 'duration' 1e+300 s is more than twice what its features cover "
+            f"({data[0]}: timing attribute 'duration_s' {covered:g} s)") in err
+
+
 @pytest.mark.parametrize("label", [None, "", "  "])
 def test_null_or_empty_label(data, tmp_path, capsys, label):
     db = json.loads(data[1].read_text())

@@ -183,21 +183,31 @@ def test_symlinked_work_folder_is_refused(videos, tmp_path, capsys):
     assert list(elsewhere.iterdir()) == [] and not out.exists()
 
 
-def test_half_removed_work_folder_is_cleaned_and_the_run_continues(videos, tmp_path, capsys):
-    """A kill inside the final removal of ``OUT.parts`` (run.json, removed first, is gone; ``failed/`` may be
-    gone too) leaves leftovers: the rerun removes them and extracts what is missing."""
+def test_half_removed_work_folder_is_cleaned_and_the_run_continues(videos, tmp_path, capsys, monkeypatch):
+    """A kill inside the final removal of ``OUT.parts``, after ``failed/`` went and before the parts did: run.json
+    was removed first, so the rerun sees a finished run's leftovers, removes them and extracts what is missing."""
     only_a = tmp_path / "list.txt"
     only_a.write_text("a\n")
     out = tmp_path / "f.h5"
-    assert _extract(capsys, videos, out, "--video-list", str(only_a))[0] == 0
     parts = tmp_path / "f.h5.parts"
-    parts.mkdir()
-    with h5py.File(out, "r") as src, h5py.File(parts / "a.h5", "w") as dst:
-        src.copy(src["a"], dst, name="a")  # a part already assembled into out
-    (parts / "failed.json.tmp").write_text("{")
+    seen = []
+
+    def killed_while_removing(path, *args, **kwargs):
+        if Path(path) != parts:
+            return real_rmtree(path, *args, **kwargs)
+        seen.append(sorted(p.name for p in parts.iterdir()))
+        real_rmtree(parts / "failed")
+        raise KeyboardInterrupt  # stands in for the kill
+
+    real_rmtree = shutil.rmtree
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "rmtree", killed_while_removing)
+        assert _extract(capsys, videos, out, "--video-list", str(only_a))[0] == 130
+    assert seen == [["a.h5", "failed"]]  # run.json already gone when the removal began
     status, err = _extract(capsys, videos, out)
     assert status == 0, err
     assert f"removing {parts}, left over by a run that had finished or had not started" in err
+    assert "1 already done, 1 to do" in err
     assert FeatureReader(out).video_ids() == ["a", "b"] and not parts.exists()
 
 

@@ -261,6 +261,35 @@ def test_inspect_and_verify_on_a_folder(tmp_path, capsys):
         assert f"extract-features: error: {tmp_path}: a folder, not a feature file" in err and "Traceback" not in err
 
 
+class _Payload:
+    """Pickles to a call that writes ``marker``: loading it with code execution would leave the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "executed"))
+
+
+@pytest.mark.parametrize("kind", ["pickled code", "not a torch file"])
+def test_weights_that_are_not_a_checkpoint(videos, tmp_path, capsys, kind):
+    import torch
+
+    weights, marker = tmp_path / "weights.pth", tmp_path / "pwned"
+    if kind == "pickled code":
+        torch.save({"conv1.weight": _Payload(marker)}, weights)
+    else:
+        weights.write_bytes(b"not a zip at all")
+    status = cli.main([str(videos), "-o", str(tmp_path / "f.h5"), "--preset", "hacs", "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and "weights_only" not in err and not marker.exists()
+    expected = ("not a backbone checkpoint (a state dict or an official TAdaConv checkpoint): it holds objects other "
+                "than tensors and plain containers (e.g. getattr); it was not loaded and none of its code was run"
+                if kind == "pickled code" else "not a readable backbone checkpoint (a state dict or an official TAdaConv "
+                "checkpoint) (not a file written by torch.save)")
+    assert f"{weights}: {expected}" in err
+
+
 # --------------------------------------------------------------------------- a full disk
 
 

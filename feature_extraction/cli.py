@@ -44,7 +44,7 @@ from feature_extraction.ranks import DEFAULT_RANK_TIMEOUT_S, EXIT_RANK_LOST, Ran
 from feature_extraction.summary import inspect_file, verify_file
 from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, probe_videos
 from feature_extraction.weights import get_weights_spec
-from tal_common.atomic import durable_replace, durable_unlink
+from tal_common.atomic import check_output_path, durable_replace, durable_unlink
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
@@ -163,8 +163,7 @@ def run_extract(args: argparse.Namespace) -> int:
         checkpoint = spec.locate(weights_path)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"preset {args.preset!r}: {exc}; pass it with --weights PATH (or --weights random for a random init)") from exc
-    if args.output.is_dir():
-        raise ValueError(f"-o {args.output}: is a folder; give the path of the HDF5 file to write, e.g. {args.output / 'features.h5'}")
+    check_output_path(args.output, "-o")
     videos = find_videos(args.video_dirs, args.video_list)  # duplicate ids fail here, before any work
     if not videos:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {', '.join(map(str, args.video_dirs))}")

@@ -17,7 +17,7 @@ import torch
 from localization.infer import localize
 from localization.model import CheckpointError, load_run
 from tal_common.annotations import AnnotationError
-from tal_common.atomic import write_json_atomic
+from tal_common.atomic import check_output_path, write_json_atomic
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
     try:
+        check_output_path(args.output, "-o")
         device = local_device(args.device)
         run = load_run(args.run, args.checkpoint, device)
         options = {"sls": tuple(args.sls)}
@@ -63,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             run, FeatureReader(args.features), annotations, batch_size=args.batch_size,
             num_workers=args.workers, options=options, device=device,
         )
-        write_json_atomic(args.output, detections)
+        try:
+            write_json_atomic(args.output, detections)
+        except OSError as exc:
+            raise ValueError(f"-o {args.output}: cannot write it ({exc})") from None
     except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2

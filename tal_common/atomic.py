@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
+    "check_output_path",
     "durable_replace",
     "durable_unlink",
     "temporary_path",
@@ -20,6 +21,21 @@ __all__ = [
     "write_json_atomic",
     "remove_stale_temporaries",
 ]
+
+
+def check_output_path(path: Path, option: str, folder: bool = False) -> None:
+    """Before any work: ``ValueError`` naming ``option`` and ``path`` when ``path`` cannot become the output file
+    (``folder``: the output folder) it is meant to be, because it exists as the other kind or an existing ancestor
+    is a file."""
+    path = Path(path)
+    wanted, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{option} {path}: is a {other}; give the path of the {wanted} to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: cannot be created, {parent} is a file, not a folder")
+            return
 
 
 def temporary_path(final: Path) -> Path:

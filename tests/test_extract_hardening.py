@@ -248,10 +248,10 @@ def test_video_ids_hdf5_cannot_hold_are_refused_up_front(videos, tmp_path, capsy
 
 def test_output_that_is_a_folder_or_under_a_file(videos, tmp_path, capsys):
     status, err = _extract(capsys, videos, tmp_path)
-    assert status == 2 and f"-o {tmp_path}: is a folder; give the path of the HDF5 file to write" in err
+    assert status == 2 and f"-o {tmp_path}: is a folder; give the path of the file to write" in err
     (tmp_path / "file").write_text("x")
-    status, err = _extract(capsys, videos, tmp_path / "file" / "f.h5")
-    assert status == 2 and f"extract-features: error: [Errno 20] Not a directory: '{tmp_path / 'file'}" in err
+    status, err = _extract(capsys, videos, tmp_path / "file" / "sub" / "f.h5")
+    assert status == 2 and f"-o {tmp_path / 'file' / 'sub' / 'f.h5'}: cannot be created, {tmp_path / 'file'} is a file" in err
 
 
 def test_inspect_and_verify_on_a_folder(tmp_path, capsys):

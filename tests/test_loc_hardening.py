@@ -142,3 +142,20 @@ def test_diverging_training_is_a_named_error(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err
     assert "epoch 0: training diverged, the loss became nan (lower train.lr, now 1e+06" in err
+
+
+def test_outputs_that_cannot_be_written(data, run_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    base = ["--features", str(data[0]), "--annotations", str(data[1])]
+    for work_dir, message in ((tmp_path / "file", f"--work-dir {tmp_path / 'file'}: is a file; give the path of the folder"),
+                              (tmp_path / "file" / "run", f"--work-dir {tmp_path / 'file' / 'run'}: cannot be created, "
+                                                          f"{tmp_path / 'file'} is a file")):
+        status = train_cli.main([*CFG, *base, "--work-dir", str(work_dir)])
+        err = capsys.readouterr().err
+        assert status == 2 and message in err and "Traceback" not in err
+    for out, message in ((tmp_path, f"-o {tmp_path}: is a folder; give the path of the file to write"),
+                         (tmp_path / "file" / "d.json", f"-o {tmp_path / 'file' / 'd.json'}: cannot be created, "
+                                                        f"{tmp_path / 'file'} is a file")):
+        status = localize_cli.main(["--run", str(run_dir), *base, "-o", str(out)])
+        err = capsys.readouterr().err
+        assert status == 2 and message in err and "Traceback" not in err

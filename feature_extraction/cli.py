@@ -17,7 +17,12 @@ others within ``--rank-timeout-s`` seconds, see :mod:`feature_extraction.ranks`)
 * a rerun of the same command skips the videos already in ``<out>`` or in ``<out>.parts/`` and
   retries the failed ones;
 * rank 0 assembles ``<out>`` from the previous ``<out>`` and the parts into ``<out>.tmp``, renames it
-  onto ``<out>``, writes ``<out>.failures.jsonl`` and only then removes ``<out>.parts/``.
+  onto ``<out>``, writes ``<out>.failures.jsonl`` and only then removes ``<out>.parts/``, ``run.json`` first:
+  a parts folder without ``run.json`` holds only what ``<out>`` already has, and a rerun removes it;
+* rank 0 holds the lock ``<out>.lock`` for the whole run, so a second run on the same output stops with a
+  message (a lock left by a killed run is taken over);
+* free space is checked before extracting and before assembling, and a full disk is a named error that
+  keeps the parts.
 
 A ``kill -9`` at any instant therefore leaves the previous ``<out>`` (or none) plus complete parts.
 """
@@ -48,8 +53,8 @@ from tal_common.atomic import check_output_path, durable_replace, durable_unlink
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
-from tal_common.lock import output_lock
 from tal_common.hashing import file_sha256
+from tal_common.lock import output_lock
 
 SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
 

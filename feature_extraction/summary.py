@@ -29,9 +29,9 @@ def inspect_file(path: Path) -> int:
     reader = FeatureReader(path)
     attrs = reader.file_attrs()
     ids = reader.video_ids()
+    timings = [dataclasses.asdict(reader.timing(v)) for v in ids]  # checked: an error names video and attribute
     with h5py.File(path, "r") as f:
         shapes = np.array([f[v].shape for v in ids], dtype=np.int64).reshape(-1, 2)
-        timings = [dataclasses.asdict(read_timing(f[v])) for v in ids]  # checked: an error names video and attribute
         padded = [v for v in ids if bool(f[v].attrs.get("padded", False))]
     print(f"file:      {path}")
     for key in ("format_version", "package_version", "created", "backbone", "weights", "weights_sha256"):
@@ -102,6 +102,8 @@ def timing_problems(dataset: h5py.Dataset, sampler: ClipSampler) -> list[str]:
     source frame: the recorded centres are a least-squares line through the frames used).
     """
     where = f"{dataset.file.filename}: video {dataset.name.lstrip('/')!r}"
+    if dataset.ndim != 2 or dataset.shape[0] == 0:
+        return [f"{where}: expected a (num_clips>0, dim) dataset, got shape {dataset.shape}"]
     try:
         timing = read_timing(dataset)
     except FeatureFileError as exc:

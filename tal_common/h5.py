@@ -75,8 +75,8 @@ class ClipTiming:
                 raise FeatureFileError(f"{where}: missing timing attribute '{f.name}'")
             values[f.name] = _timing_value(attrs[f.name], f.type in (int, "int"), f"{where}: timing attribute '{f.name}'")
         for name, (least, strict) in _TIMING_BOUNDS.items():
-            value = values.get(name, least + 1)
-            if value < least or (strict and value == least):
+            value = values.get(name)
+            if value is not None and (value < least or (strict and value == least)):
                 raise FeatureFileError(f"{where}: timing attribute '{name}' must be {'>' if strict else '>='} {least}, got {value!r}")
         timing = cls(**values)
         if not 0 <= timing.first_center_s <= timing.duration_s + timing.window_s:

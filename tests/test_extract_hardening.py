@@ -86,6 +86,12 @@ def _delete_file_attr(name):
     return change
 
 
+def _reshape(f):
+    attrs = dict(f["a"].attrs)
+    del f["a"]
+    f.create_dataset("a", data=np.zeros(17, np.float32)).attrs.update(attrs)
+
+
 VERIFY_CASES = {
     "stride_s zero": (_set("stride_s", 0.0), "video 'a': timing attribute 'stride_s' must be > 0, got 0.0"),
     "stride_s negative": (_set("stride_s", -0.5), "video 'a': timing attribute 'stride_s' must be > 0, got -0.5"),
@@ -107,6 +113,9 @@ VERIFY_CASES = {
     "array attribute": (_set("duration_s", np.array([1.0, 2.0])),
                         "video 'a': timing attribute 'duration_s' must be a single number, got [1.0, 2.0]"),
     "provenance missing": (_delete_file_attr("weights_sha256"), "missing provenance attribute 'weights_sha256'"),
+    "format_version": (lambda f: f.attrs.__setitem__("format_version", 7),
+                       "provenance attribute 'format_version' is 7, expected 1"),
+    "a 1-D dataset": (_reshape, "video 'a': expected a (num_clips>0, dim) dataset, got shape (17,)"),
 }
 
 
@@ -131,15 +140,18 @@ def test_verify_checks_timing_and_provenance(tmp_path, capsys, case):
     assert "Traceback" not in captured.err
 
 
-@pytest.mark.parametrize("value, shown", [("abc", "'abc'"), (np.array([1.0, 2.0]), "[1.0, 2.0]")])
-def test_inspect_names_video_and_attribute(tmp_path, capsys, value, shown):
+@pytest.mark.parametrize("case, message", [
+    ("string attribute", "video 'a': timing attribute 'stride_s' must be a single number, got 'abc'"),
+    ("array attribute", "video 'a': timing attribute 'duration_s' must be a single number, got [1.0, 2.0]"),
+    ("a 1-D dataset", "video 'a': expected a (num_clips>0, dim) dataset"),
+])
+def test_inspect_names_video_and_attribute(tmp_path, capsys, case, message):
     path = _feature_file(tmp_path / "f.h5")
     with h5py.File(path, "a") as f:
-        f["c"].attrs["stride_s"] = value
+        VERIFY_CASES[case][0](f)
     assert cli.main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}: video 'c': timing attribute 'stride_s' must be a single number, got {shown}" in err
-    assert "Traceback" not in err
+    assert f"extract-features: error: {path}: {message}" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- the output and its work folder

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -182,6 +183,35 @@ def test_stale_lock_is_taken_over(videos, tmp_path, capsys):
     assert f"{out}.lock: taking over the lock left by pid 999999999 on elsewhere, which is no longer running" in err
     assert FeatureReader(out).video_ids() == ["a", "b"]
     assert not (tmp_path / "f.h5.lock").exists()
+
+
+def test_a_worker_that_outlives_a_killed_run_does_not_hold_its_lock(tmp_path):
+    """Decode workers are forked while the lock is held; they close their copy, so once the run is killed the
+    lock is free even while a worker lingers."""
+    lock, released = tmp_path / "f.h5.lock", tmp_path / "release"
+    pid = os.fork()
+    if pid == 0:  # the run: takes the lock, forks a worker that lingers, dies without releasing
+        try:
+            from tal_common.lock import output_lock
+            with output_lock(lock, "f.h5"):
+                if os.fork() == 0:
+                    for _ in range(200):
+                        if released.exists():
+                            break
+                        time.sleep(0.05)
+                    os._exit(0)
+                os._exit(0)
+        finally:
+            os._exit(1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import sys\nfrom tal_common.lock import output_lock\n"
+                                "with output_lock(sys.argv[1], 'f.h5'): print('taken')", str(lock)],
+                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        released.touch()
+    assert probe.returncode == 0 and probe.stdout == "taken\n", probe.stderr
+    assert f"taking over the lock left by pid {pid} on " in probe.stderr
 
 
 def test_symlinked_work_folder_is_refused(videos, tmp_path, capsys):

@@ -81,6 +81,8 @@ class AnnotationSet:
 def read_annotations(path: str | Path, video_info: str | Path | None = None) -> AnnotationSet:
     """Read a HACS/ActivityNet or mmaction2 ``.json`` or an EK100 ``.csv`` (``video_info`` applies to EK100 only)."""
     path = Path(path)
+    if path.is_dir():
+        raise AnnotationError(f"{path}: a folder, not an annotation file")
     if path.suffix.lower() == ".json":
         return read_activitynet_json(path)
     if path.suffix.lower() == ".csv":
@@ -289,6 +291,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: a folder, not a CSV file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not a readable CSV ({exc})") from exc
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from localization import localize_cli, train_cli
-from loc_synth import make_hacs
+from loc_synth import make_ek100, make_hacs
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = [
@@ -157,5 +157,25 @@ def test_outputs_that_cannot_be_written(data, run_dir, tmp_path, capsys):
                          (tmp_path / "file" / "d.json", f"-o {tmp_path / 'file' / 'd.json'}: cannot be created, "
                                                         f"{tmp_path / 'file'} is a file")):
         status = localize_cli.main(["--run", str(run_dir), *base, "-o", str(out)])
+        err = capsys.readouterr().err
+        assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_ek100_inputs_that_are_folders_or_list_a_video_twice(tmp_path, capsys):
+    h5_path, train_csv, _, info = make_ek100(tmp_path / "data", n_train=2, n_val=1)
+    ek_cfg = [*CFG[:1], str(ROOT / "configs/localize/demo_ek100_bmn.yaml"), *CFG[2:]]
+    base = [*ek_cfg, "--features", str(h5_path), "--work-dir", str(tmp_path / "r")]
+    twice = tmp_path / "info.csv"
+    lines = info.read_text().splitlines()
+    twice.write_text("\n".join([*lines, lines[1]]) + "\n")
+    video = lines[1].split(",")[0]
+    folder_csv = tmp_path / "EPIC_100_train.csv"
+    folder_csv.mkdir()
+    for argv, message in (
+        (["--annotations", str(train_csv), "--video-info", str(twice)], f"info.csv: video {video!r}: listed twice"),
+        (["--annotations", str(folder_csv)], f"{folder_csv}: a folder, not an annotation file"),
+        (["--annotations", str(train_csv), "--video-info", str(tmp_path)], f"{tmp_path}: a folder, not a CSV file"),
+    ):
+        status = train_cli.main([*base, *argv])
         err = capsys.readouterr().err
         assert status == 2 and message in err and "Traceback" not in err

@@ -163,7 +163,7 @@ def test_outputs_that_cannot_be_written(data, run_dir, tmp_path, capsys):
 
 def test_ek100_inputs_that_are_folders_or_list_a_video_twice(tmp_path, capsys):
     h5_path, train_csv, _, info = make_ek100(tmp_path / "data", n_train=2, n_val=1)
-    ek_cfg = [*CFG[:1], str(ROOT / "configs/localize/demo_ek100_bmn.yaml"), *CFG[2:]]
+    ek_cfg = [*CFG[:1], str(ROOT / "configs/localize/demo_ek100_bmn.yaml"), *CFG[2:], "--set", "data.window_bin_s=0.5"]
     base = [*ek_cfg, "--features", str(h5_path), "--work-dir", str(tmp_path / "r")]
     twice = tmp_path / "info.csv"
     lines = info.read_text().splitlines()

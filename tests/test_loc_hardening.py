@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localization import localize_cli, train_cli
+from localization import detect_cli, localize_cli, train_cli
 from loc_synth import make_ek100, make_hacs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +159,9 @@ def test_outputs_that_cannot_be_written(data, run_dir, tmp_path, capsys):
         status = localize_cli.main(["--run", str(run_dir), *base, "-o", str(out)])
         err = capsys.readouterr().err
         assert status == 2 and message in err and "Traceback" not in err
+    status = detect_cli.main([str(tmp_path), "--run", str(run_dir), "-o", str(tmp_path / "file")])
+    err = capsys.readouterr().err
+    assert status == 2 and f"-o {tmp_path / 'file'}: is a file; give the path of the folder to write" in err
 
 
 def test_ek100_inputs_that_are_folders_or_list_a_video_twice(tmp_path, capsys):

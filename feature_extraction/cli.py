@@ -191,6 +191,8 @@ def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: P
     Returns the exit status: rank 0 says whether any video failed (of every rank); other ranks return 0
     once their shard is done (their failures are in the parts folder, which rank 0 reports).
     """
+    if env.rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
     lock = output_lock(out.with_name(out.name + ".lock"), str(out)) if env.rank == 0 else contextlib.nullcontext()
     with lock:
         return _extract_locked(cfg, env, videos, out, checkpoint, provenance, rank_timeout_s)

@@ -185,6 +185,13 @@ def test_stale_lock_is_taken_over(videos, tmp_path, capsys):
     assert not (tmp_path / "f.h5.lock").exists()
 
 
+def test_output_in_a_folder_not_made_yet(videos, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "f.h5"
+    status, err = _extract(capsys, videos, out)
+    assert status == 0, err
+    assert FeatureReader(out).video_ids() == ["a", "b"] and not Path(f"{out}.lock").exists()
+
+
 def test_a_worker_that_outlives_a_killed_run_does_not_hold_its_lock(tmp_path):
     """Decode workers are forked while the lock is held; they close their copy, so once the run is killed the
     lock is free even while a worker lingers."""

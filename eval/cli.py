@@ -183,6 +183,9 @@ def _evaluate(args: argparse.Namespace, gt: SegmentTable, pred: SegmentTable):
     if args.task == "proposals":
         if args.diagnose:
             raise InputError("--diagnose applies to --task detection")
+        if not (math.isfinite(args.max_avg_proposals) and args.max_avg_proposals >= 1):
+            raise InputError(f"--max-avg-proposals must be a number >= 1 (the AN curve runs from 1 proposal per video "
+                             f"to it), got {args.max_avg_proposals:g}")
         return evaluate_proposals(gt, pred, dataset=args.dataset, tiou_thresholds=args.tiou,
                                   max_avg_nr_proposals=args.max_avg_proposals)
     unknown_labels = args.unknown_labels or ("error" if args.strict else "false_positive")

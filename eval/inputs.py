@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
-from tal_common.annotations import AnnotationSet, read_activitynet_json, read_ek100_csv
+from tal_common.annotations import AnnotationSet, DuplicateKeyError, read_activitynet_json, read_ek100_csv, unique_keys
 
 PathLike = Union[str, Path]
 ACTIVITYNET_PREDICTION_KEYS = ("results", "version", "external_data")
@@ -282,8 +282,8 @@ def _load_json(source: PathLike | Mapping) -> tuple[Any, str]:
     path = Path(source)
     try:
         with path.open() as f:
-            return json.load(f, object_pairs_hook=_unique_keys), str(path)
-    except _DuplicateKey as exc:
+            return json.load(f, object_pairs_hook=unique_keys), str(path)
+    except DuplicateKeyError as exc:
         raise InputError(f"{path}: key {exc.args[0]!r} appears twice in one JSON object (a video listed twice?)") from None
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
@@ -295,18 +295,6 @@ def _load_json(source: PathLike | Mapping) -> tuple[Any, str]:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a UTF-8 text file ({exc})") from None
-
-
-class _DuplicateKey(ValueError):
-    """A JSON object that names the same key twice (raised by the parser hook, reported as an InputError)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out
 
 
 def _require_keys(data: Any, keys: Iterable[str], name: str) -> None:

@@ -17,13 +17,20 @@ others within ``--rank-timeout-s`` seconds, see :mod:`feature_extraction.ranks`)
 * a rerun of the same command skips the videos already in ``<out>`` or in ``<out>.parts/`` and
   retries the failed ones;
 * rank 0 assembles ``<out>`` from the previous ``<out>`` and the parts into ``<out>.tmp``, renames it
-  onto ``<out>``, writes ``<out>.failures.jsonl`` and only then removes ``<out>.parts/``.
+  onto ``<out>``, writes ``<out>.failures.jsonl`` and only then removes ``<out>.parts/``, ``run.json`` first:
+  a parts folder without ``run.json`` holds only what ``<out>`` already has, and a rerun removes it;
+* rank 0 holds the lock ``<out>.lock`` for the whole run, so a second run on the same output stops with a
+  message (a lock left by a killed run is taken over);
+* free space is checked before extracting and before assembling, and a full disk is a named error that
+  keeps the parts.
 
 A ``kill -9`` at any instant therefore leaves the previous ``<out>`` (or none) plus complete parts.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -42,11 +49,12 @@ from feature_extraction.ranks import DEFAULT_RANK_TIMEOUT_S, EXIT_RANK_LOST, Ran
 from feature_extraction.summary import inspect_file, verify_file
 from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, probe_videos
 from feature_extraction.weights import get_weights_spec
-from tal_common.atomic import durable_replace
+from tal_common.atomic import check_output_path, durable_replace, durable_unlink
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
 from tal_common.hashing import file_sha256
+from tal_common.lock import output_lock
 
 SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
 
@@ -118,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"extract-features: error: {exc}", file=sys.stderr)
         return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:  # an output path that cannot be written
+        print(f"extract-features: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not _disk_full(exc):
+            raise
+        print(f"extract-features: error: no space left on the device ({exc}); finished videos are kept: free some "
+              "space and rerun the same command to resume", file=sys.stderr)
+        return 2
     except RankLostError as exc:
         print(f"extract-features: {exc}", file=sys.stderr)
         return EXIT_RANK_LOST
@@ -151,9 +168,11 @@ def run_extract(args: argparse.Namespace) -> int:
         checkpoint = spec.locate(weights_path)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"preset {args.preset!r}: {exc}; pass it with --weights PATH (or --weights random for a random init)") from exc
+    check_output_path(args.output, "-o")
     videos = find_videos(args.video_dirs, args.video_list)  # duplicate ids fail here, before any work
     if not videos:
         raise ValueError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {', '.join(map(str, args.video_dirs))}")
+    check_video_ids(videos)
     sha = file_sha256(checkpoint) if checkpoint is not None else ""
     provenance = (cfg.model.backbone, str(checkpoint) if checkpoint is not None else f"random (seed {cfg.model.seed})", sha)
     if args.rank_timeout_s <= 0:
@@ -172,6 +191,16 @@ def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: P
     Returns the exit status: rank 0 says whether any video failed (of every rank); other ranks return 0
     once their shard is done (their failures are in the parts folder, which rank 0 reports).
     """
+    if env.rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    lock = output_lock(out.with_name(out.name + ".lock"), str(out)) if env.rank == 0 else contextlib.nullcontext()
+    with lock:
+        return _extract_locked(cfg, env, videos, out, checkpoint, provenance, rank_timeout_s)
+
+
+def _extract_locked(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: Path, checkpoint: Path | None,
+                    provenance: tuple[str, str, str], rank_timeout_s: float) -> int:
+    """:func:`_extract` once rank 0 holds the output's lock."""
     parts = out.with_name(out.name + ".parts")
     identity = feature_identity(cfg, provenance[2])
     if env.rank == 0:
@@ -197,6 +226,9 @@ def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: P
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it for several ranks
         torch.set_num_threads(model_threads(cfg.run.workers))
     model = load_model(cfg, checkpoint, device)
+    if cfg.run.compression is None:  # compressed rows take an unknown share of this
+        new_bytes = sum(w.num_clips for w in work) * model.feature_dim * cfg.preprocess.crops * 4
+        check_free_space(parts, new_bytes, f"the {len(work)} videos to extract")
     extract_videos(work, model, cfg, sampler, device, parts, show_progress=env.rank == 0)
     env.finish()  # rank 0 returns once every rank is done; a lost rank stops it with a message
     if env.rank != 0:
@@ -211,20 +243,50 @@ def _prepare_workdir(out: Path, parts: Path, identity: dict) -> None:
         previous = _file_identity(out)
         if previous != identity:
             raise ValueError(f"{out} exists with features of another config or weights; choose another -o or remove it")
+    if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
+        kind = "a symbolic link" if parts.is_symlink() else "not a folder"
+        raise ValueError(f"{parts}: the work folder of -o {out} is {kind}; extract-features does not follow or replace "
+                         "it: remove it, or give -o a path inside the folder you want the work done in")
+    if parts.is_dir() and not stamp.exists():
+        # run.json goes first when parts is removed and is written before any part: what is left is done or empty
+        print(f"extract-features: removing {parts}, left over by a run that had finished or had not started", file=sys.stderr)
+        shutil.rmtree(parts)
     if stamp.exists():
         if json.loads(stamp.read_text()) != identity:
             raise ValueError(f"{parts} holds an unfinished run with another config or weights; remove it or use another -o")
     else:
         parts.mkdir(parents=True, exist_ok=True)
-        (parts / "failed").mkdir(exist_ok=True)
         tmp = parts / "run.json.tmp"
         tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
         durable_replace(tmp, stamp)
+    (parts / "failed").mkdir(exist_ok=True)
     for stale in list(parts.glob("*.tmp")) + list(parts.glob("hung/*")):
         stale.unlink()
     shutil.rmtree(parts / "ranks", ignore_errors=True)  # heartbeats and done markers of an interrupted run
     for record in (parts / "failed").glob("*.json"):
         record.unlink()  # failed videos are retried
+
+
+def check_video_ids(videos: dict[str, Path]) -> None:
+    """Refuse video ids that cannot name an HDF5 dataset (``.``, ``..``, empty, or containing ``/``), naming the file."""
+    for vid, path in videos.items():
+        if vid in ("", ".", "..") or "/" in vid:
+            raise ValueError(f"{path}: video id {vid!r} (the file name without its extension) cannot name a dataset "
+                             "in the HDF5 file; rename the file")
+
+
+def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
+    """Error naming ``folder`` when its file system has less than ``need_bytes`` free for ``what``."""
+    probe = folder if folder.exists() else folder.parent
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise ValueError(f"{folder}: not enough free space for {what}: about {need_bytes / 1e6:.1f} MB needed, "
+                         f"{free / 1e6:.1f} MB free; free some space and rerun the same command (finished videos are kept)")
+
+
+def _disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the device is full (HDF5 reports it in its message, without an errno)."""
+    return exc.errno == errno.ENOSPC or "errno = 28" in str(exc) or "No space left on device" in str(exc)
 
 
 def _file_identity(out: Path) -> dict:
@@ -285,11 +347,20 @@ def _assemble(out: Path, parts: Path, videos: dict[str, Path], cfg: ExtractConfi
         reader.close()
     if new:
         sources = [(out, vid) for vid in kept] + [(path, vid) for vid, path in new.items()]
-        assemble_file(out, sources, *provenance[:3], config_to_yaml(cfg))
+        check_free_space(out.parent, sum(p.stat().st_size for p in new.values()) + (out.stat().st_size if out.exists() else 0),
+                         f"assembling {out}")
+        try:
+            assemble_file(out, sources, *provenance[:3], config_to_yaml(cfg))
+        except OSError as exc:
+            if not _disk_full(exc):
+                raise
+            raise ValueError(f"{out}: no space left on the device while assembling; the extracted videos are kept in "
+                             f"{parts}: free some space and rerun the same command") from None
     manifest = out.with_name(out.name + ".failures.jsonl")
     tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_text("".join(json.dumps(f) + "\n" for f in failures))
     durable_replace(tmp, manifest)
+    durable_unlink(parts / "run.json")  # first, so a folder half removed by a kill is recognised as finished
     shutil.rmtree(parts)
     missing = len(set(videos) - set(kept) - set(new) - {f["video"] for f in failures})
     if missing:

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
 
-import torch
 from torch import Tensor, nn
+
+from tal_common.checkpoint import load_checkpoint_file
 
 logger = logging.getLogger(__name__)
 
@@ -279,11 +280,7 @@ def read_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> Checkpoint
     prefix (DataParallel) is removed.
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: checkpoint file not found")
-    obj = torch.load(file, map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{file}: expected a dict (state dict or official checkpoint), got {type(obj).__name__}")
+    obj = load_checkpoint_file(file, "backbone checkpoint (a state dict or an official TAdaConv checkpoint)")
     official = "model_state" in obj or "model_ema_state" in obj
     if official:
         field = "model_ema_state" if ema else "model_state"

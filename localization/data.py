@@ -110,6 +110,12 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task
             duration = task.duration(ann, timing)
             if not math.isfinite(duration) or duration <= 0:
                 raise FeatureFileError(f"{reader.path}: video {fid!r}: no usable duration ({duration})")
+            if duration > 2 * timing.duration_s + timing.window_s:
+                raise FeatureFileError(
+                    f"{annotations.source}: video {vid!r}: field 'duration' {duration:g} s is more than twice what its "
+                    f"features cover ({reader.path}: timing attribute 'duration_s' {timing.duration_s:g} s): a wrong or "
+                    "truncated video, or a wrong duration"
+                )
             segs = np.array([[s.start, s.end] for s in ann.segments], dtype=np.float64).reshape(-1, 2)
             entries.append(VideoEntry(
                 video_id=vid, feature_id=fid, duration=float(duration), num_clips=int(dset.shape[0]),

@@ -27,7 +27,7 @@ from localization.infer import localize
 from localization.model import CheckpointError, TrainedRun, load_run
 from localization.timeline import THUMBNAILS, draw_timeline, thumbnails
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
-from tal_common.atomic import write_json_atomic, write_text_atomic
+from tal_common.atomic import check_output_path, write_json_atomic, write_text_atomic
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_output_path(args.output, "-o", folder=True)
         return run_detect(args)
     except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"detect: error: {exc}", file=sys.stderr)

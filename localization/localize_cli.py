@@ -24,7 +24,7 @@ from localization.infer import localize
 from localization.config import LocalizeConfig
 from localization.model import FEATURE_NORMS, CheckpointError, TrainedRun, load_run, run_from_checkpoint
 from tal_common.annotations import AnnotationError
-from tal_common.atomic import write_json_atomic
+from tal_common.atomic import check_output_path, write_json_atomic
 from tal_common.config import ConfigError, load_config, resolve_config_path
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
     try:
+        check_output_path(args.output, "-o")
         device = local_device(args.device)
         run = _load(args, device)
         options = {"sls": tuple(args.sls)}
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             run, FeatureReader(args.features), annotations, batch_size=args.batch_size,
             num_workers=args.workers, options=options, device=device,
         )
-        write_json_atomic(args.output, detections)
+        try:
+            write_json_atomic(args.output, detections)
+        except OSError as exc:
+            raise ValueError(f"-o {args.output}: cannot write it ({exc})") from None
     except (ConfigError, AnnotationError, FeatureFileError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2

@@ -9,12 +9,9 @@ their sha256 and the extraction config, so ``detect`` extracts matching features
 from __future__ import annotations
 
 import json
-import pickle
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +21,8 @@ from localization.config import LocalizeConfig
 from localization.data import FeatureStats
 from localization.heads import HEADS, Head, HeadOutputs
 from localization.tasks import Task, Vocabulary, make_task
+from tal_common.checkpoint import CheckpointError, load_checkpoint_file
 from tal_common.config import ConfigError, load_config
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file and what was expected."""
 
 
 # Globals an mmengine Runner checkpoint holds besides tensors (its message hub's log history, numpy arrays and
@@ -80,46 +74,6 @@ def stats_from_dict(data: dict[str, list[float]] | None) -> FeatureStats | None:
     if data is None:
         return None
     return FeatureStats(np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32))
-
-
-class _Discarded:
-    """Stand-in for a checkpoint object that is not needed (see ``RUNNER_GLOBALS``): takes any arguments and state."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-def load_checkpoint_file(path: Path, what: str = "train-localizer checkpoint", stand_ins: Sequence[str] = ()) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and what was expected.
-
-    Pickled code is never executed: a file that needs anything beyond tensors and plain containers is refused,
-    except the globals named in ``stand_ins``, which load as inert placeholders.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, expected a {what} file")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected a {what})")
-    try:
-        with torch.serialization.safe_globals([(_Discarded, name) for name in stand_ins]):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None and not zipfile.is_zipfile(path):
-            raise CheckpointError(f"{path}: not a readable {what} (not a file written by torch.save)") from None
-        what_else = f" (e.g. {found.group(1)})" if found else ""
-        raise CheckpointError(
-            f"{path}: not a {what}: it holds objects other than tensors and plain containers{what_else}; "
-            "it was not loaded and none of its code was run"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a {what} (holds a {type(state).__name__}, expected a dict)")
-    return state
 
 
 @dataclass

@@ -383,7 +383,7 @@ def _run_epoch(
             loss = head_losses["loss"] + cfg.classifier.loss_weight * cls_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"{desc}: the loss became {loss.item()} (lower train.lr, now {cfg.train.lr:g}, or check the features)"
+                    f"{desc}: training diverged, the loss became {loss.item()} (lower train.lr, now {cfg.train.lr:g}, or check the features)"
                 )
             if training:
                 optimizer.zero_grad(set_to_none=True)

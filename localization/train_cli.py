@@ -21,6 +21,7 @@ from localization.config import LocalizeConfig
 from localization.model import CheckpointError
 from localization.train import train
 from tal_common.annotations import AnnotationError
+from tal_common.atomic import check_output_path
 from tal_common.config import ConfigError, add_config_args, load_config, resolve_config_path
 from tal_common.h5 import FeatureFileError
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
     try:
+        check_output_path(args.work_dir, "--work-dir", folder=True)
         config_path = None if args.config is None else resolve_config_path(args.config, "localize")
         if config_path is None and args.resume and (args.work_dir / "config.yaml").is_file():
             config_path = args.work_dir / "config.yaml"

@@ -81,6 +81,8 @@ class AnnotationSet:
 def read_annotations(path: str | Path, video_info: str | Path | None = None) -> AnnotationSet:
     """Read a HACS/ActivityNet or mmaction2 ``.json`` or an EK100 ``.csv`` (``video_info`` applies to EK100 only)."""
     path = Path(path)
+    if path.is_dir():
+        raise AnnotationError(f"{path}: a folder, not an annotation file")
     if path.suffix.lower() == ".json":
         return read_activitynet_json(path)
     if path.suffix.lower() == ".csv":
@@ -101,11 +103,33 @@ def read_activitynet_json(path: str | Path) -> AnnotationSet:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        with path.open(encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise AnnotationError(f"{path}: key {exc.args[0]!r} appears twice in one JSON object (a video listed twice?)") from None
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: a folder, not an annotation file") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid JSON ({exc})") from exc
+        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not a UTF-8 text file ({exc})") from None
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names the same key twice (raised by :func:`unique_keys`; the key is ``args[0]``)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A ``json`` ``object_pairs_hook`` that refuses a key given twice (plain ``json`` keeps the last one silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        raise DuplicateKeyError(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _parse_official_json(data: Any, path: Path) -> AnnotationSet:
@@ -181,7 +205,10 @@ def _anet_segment(ann: Any, where: str) -> Segment:
     start = _number(seg[0], f"{where}, field 'segment'")
     end = _number(seg[1], f"{where}, field 'segment'")
     _check_span(start, end, where)
-    return Segment(start, end, str(ann["label"]))
+    label = ann["label"]
+    if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label).strip():
+        raise AnnotationError(f"{where}: field 'label' must be a non-empty class name, got {label!r}")
+    return Segment(start, end, str(label))
 
 
 def read_ek100_csv(path: str | Path, video_info: str | Path | None = None) -> AnnotationSet:
@@ -250,6 +277,8 @@ def read_video_info(path: str | Path) -> dict[str, tuple[float, float]]:
     out = {}
     for row in table.itertuples(index=False):
         where = f"{path}: video {row.video_id!r}"
+        if str(row.video_id) in out:
+            raise AnnotationError(f"{where}: listed twice")
         out[str(row.video_id)] = (
             _number(row.duration, f"{where}, field 'duration'"),
             _number(row.fps, f"{where}, field 'fps'"),
@@ -262,6 +291,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: a folder, not a CSV file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise AnnotationError(f"{path}: not a readable CSV ({exc})") from exc
 
@@ -282,13 +313,16 @@ def _timestamp(value: Any, where: str) -> float:
     try:
         if not text or len(parts) > 3:
             raise ValueError(text)
-        seconds = 0.0
-        for part in parts:
-            seconds = seconds * 60 + float(part)
+        numbers = [float(part) for part in parts]
     except ValueError:
         raise AnnotationError(f"{where}: not a HH:MM:SS.ss timestamp: {value!r}") from None
-    if not math.isfinite(seconds) or seconds < 0:
+    if any(part.strip().startswith("-") for part in parts) or not all(math.isfinite(n) and n >= 0 for n in numbers):
         raise AnnotationError(f"{where}: timestamp must be finite and >= 0, got {value!r}")
+    if any(n >= 60 for n in numbers[1:]):
+        raise AnnotationError(f"{where}: minutes and seconds of a HH:MM:SS.ss timestamp must be below 60, got {value!r}")
+    seconds = 0.0
+    for number in numbers:
+        seconds = seconds * 60 + number
     return seconds
 
 

@@ -12,13 +12,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 __all__ = [
+    "check_output_path",
     "durable_replace",
+    "durable_unlink",
     "temporary_path",
     "write_atomic",
     "write_text_atomic",
     "write_json_atomic",
     "remove_stale_temporaries",
 ]
+
+
+def check_output_path(path: Path, option: str, folder: bool = False) -> None:
+    """Before any work: ``ValueError`` naming ``option`` and ``path`` when ``path`` cannot become the output file
+    (``folder``: the output folder) it is meant to be, because it exists as the other kind or an existing ancestor
+    is a file."""
+    path = Path(path)
+    wanted, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{option} {path}: is a {other}; give the path of the {wanted} to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: cannot be created, {parent} is a file, not a folder")
+            return
 
 
 def temporary_path(final: Path) -> Path:
@@ -40,6 +57,12 @@ def durable_replace(tmp: Path, final: Path) -> None:
     _fsync_path(Path(tmp))
     os.replace(tmp, final)
     _fsync_path(Path(final).parent)
+
+
+def durable_unlink(path: Path) -> None:
+    """Remove ``path`` and fsync its directory, so the removal reaches the disk before any later operation."""
+    Path(path).unlink()
+    _fsync_path(Path(path).parent)
 
 
 def write_atomic(final: Path, write: Callable[[Path], None]) -> None:

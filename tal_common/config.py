@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import difflib
 import importlib.resources
+import re
 import types
 import typing
 from pathlib import Path
@@ -181,6 +182,9 @@ def _build(cls: type[T], data: Mapping[str, Any], origin: str, prefix: str) -> T
         raise ConfigError(f"{origin}: {prefix or 'config'}: {exc}") from exc
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, key: str, origin: str) -> Any:
     """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
     sub = _dataclass_of(tp)
@@ -219,6 +223,8 @@ def _coerce(tp: Any, value: Any, key: str, origin: str) -> Any:
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e6 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{origin}: '{key}' must be a number, got {value!r}")
         return float(value)

@@ -22,6 +22,7 @@ from tal_common.atomic import durable_replace
 
 FORMAT_VERSION = 1
 PACKAGE_VERSION = "0.1.0"
+PROVENANCE_ATTRS = ("format_version", "package_version", "backbone", "weights", "weights_sha256", "config", "created")
 
 
 class FeatureFileError(ValueError):
@@ -57,18 +58,41 @@ class ClipTiming:
         """The attribute dict stored on a video's dataset."""
         return dataclasses.asdict(self)
 
+    @property
+    def window_s(self) -> float:
+        """Seconds one clip's sampled frames span (``clip_len * frame_interval / sample_fps``)."""
+        return self.clip_len * self.frame_interval / self.sample_fps
+
     @classmethod
     def from_attrs(cls, attrs: Any, where: str = "") -> "ClipTiming":
-        """Parse dataset attributes (error naming ``where`` and the missing attribute)."""
-        values = {}
+        """Parse and check dataset attributes: each a finite number, counts whole, rates and steps positive,
+        ``first_center_s`` within the video (error naming ``where`` and the attribute)."""
+        values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in attrs:
                 if f.name == "crops":
                     continue
                 raise FeatureFileError(f"{where}: missing timing attribute '{f.name}'")
-            raw = attrs[f.name]
-            values[f.name] = int(raw) if f.type in (int, "int") else float(raw)
-        return cls(**values)
+            values[f.name] = _timing_value(attrs[f.name], f.type in (int, "int"), f"{where}: timing attribute '{f.name}'")
+        for name, (least, strict) in _TIMING_BOUNDS.items():
+            value = values.get(name)
+            if value is not None and (value < least or (strict and value == least)):
+                raise FeatureFileError(f"{where}: timing attribute '{name}' must be {'>' if strict else '>='} {least}, got {value!r}")
+        timing = cls(**values)
+        if not 0 <= timing.first_center_s <= timing.duration_s + timing.window_s:
+            raise FeatureFileError(f"{where}: timing attribute 'first_center_s' {timing.first_center_s!r} lies outside "
+                                   f"the video (duration_s {timing.duration_s!r})")
+        return timing
+
+    def check_clip_count(self, num_clips: int, where: str) -> None:
+        """Error naming ``where`` unless ``num_clips`` clips fit the video: the last centre may lie at most one
+        window and one stride past ``duration_s`` (a lying shape or stride is caught before any row is read)."""
+        last = self.first_center_s + (num_clips - 1) * self.stride_s
+        if last > self.duration_s + self.window_s + self.stride_s:
+            raise FeatureFileError(
+                f"{where}: {num_clips} clips every {self.stride_s:g} s (timing attribute 'stride_s') end at {last:g} s, "
+                f"past timing attribute 'duration_s' {self.duration_s:g} s"
+            )
 
 
 def create_video_dataset(
@@ -172,14 +196,18 @@ def assemble_file(
     by_file: dict[Path, list[str]] = {}
     for path, video_id in sources:
         by_file.setdefault(Path(path), []).append(video_id)
-    with h5py.File(tmp, "w") as dst:
-        write_file_attrs(dst, backbone, weights_path, weights_sha256, config_yaml)
-        for path, video_ids in by_file.items():
-            with h5py.File(path, "r") as src:
-                for video_id in video_ids:
-                    if video_id not in src:
-                        raise FeatureFileError(f"{path}: no features for video {video_id!r}")
-                    src.copy(src[video_id], dst, name=video_id)
+    try:
+        with h5py.File(tmp, "w") as dst:
+            write_file_attrs(dst, backbone, weights_path, weights_sha256, config_yaml)
+            for path, video_ids in by_file.items():
+                with h5py.File(path, "r") as src:
+                    for video_id in video_ids:
+                        if video_id not in src:
+                            raise FeatureFileError(f"{path}: no features for video {video_id!r}")
+                        src.copy(src[video_id], dst, name=video_id)
+    except Exception:
+        tmp.unlink(missing_ok=True)  # a full disk, say: leave no partial file behind
+        raise
     durable_replace(tmp, out)
 
 
@@ -202,8 +230,34 @@ def write_file_attrs(
 
 
 def read_timing(dataset: h5py.Dataset) -> ClipTiming:
-    """The :class:`ClipTiming` stored on one video's dataset."""
-    return ClipTiming.from_attrs(dataset.attrs, where=f"{dataset.file.filename}: video {dataset.name.lstrip('/')!r}")
+    """The :class:`ClipTiming` stored on one ``(num_clips, dim)`` video dataset, checked against its clip count."""
+    where = f"{dataset.file.filename}: video {dataset.name.lstrip('/')!r}"
+    timing = ClipTiming.from_attrs(dataset.attrs, where=where)
+    if dataset.ndim >= 1:
+        timing.check_clip_count(dataset.shape[0], where)
+    return timing
+
+
+# name -> (bound, strict): each timing attribute must be > bound (strict) or >= bound; first_center_s is checked apart.
+_TIMING_BOUNDS = {
+    "source_fps": (0, True), "num_source_frames": (0, False), "duration_s": (0, True), "sample_fps": (0, True),
+    "clip_len": (1, False), "frame_interval": (1, False), "stride": (1, False), "stride_s": (0, True), "crops": (1, False),
+}
+
+
+def _timing_value(raw: Any, whole: bool, where: str) -> int | float:
+    """One timing attribute as a finite float (an int for counts); an error naming ``where`` otherwise."""
+    value = np.asarray(raw)
+    if value.ndim != 0 or value.dtype.kind not in "iuf":
+        raise FeatureFileError(f"{where} must be a single number, got {value.tolist() if value.ndim else _plain(raw)!r}")
+    number = float(value)
+    if not np.isfinite(number):
+        raise FeatureFileError(f"{where} must be finite, got {number!r}")
+    if whole:
+        if not number.is_integer():
+            raise FeatureFileError(f"{where} must be a whole number, got {number!r}")
+        return int(number)
+    return number
 
 
 class FeatureReader:
@@ -215,6 +269,8 @@ class FeatureReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise FeatureFileError(f"{self.path}: a folder, not a feature file")
         if not self.path.is_file():
             raise FeatureFileError(f"feature file not found: {self.path}")
         self._file: h5py.File | None = None
@@ -251,7 +307,8 @@ class FeatureReader:
     def read(self, video_id: str) -> tuple[np.ndarray, ClipTiming]:
         """Features ``(num_clips, feature_dim)`` as float32 and their timing."""
         dset = self._dataset(video_id)
-        return self._checked(video_id, dset[()], 0), read_timing(dset)
+        timing = read_timing(dset)  # before the rows: a shape its timing cannot hold is never read
+        return self._checked(video_id, dset[()], 0), timing
 
     def timing(self, video_id: str) -> ClipTiming:
         """One video's timing attributes (no feature row is read)."""

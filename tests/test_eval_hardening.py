@@ -57,10 +57,43 @@ def test_ek100_ground_truth_is_validated(tmp_path, capsys, rows, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_ek100_negative_timestamp(tmp_path, capsys):
-    gt = _write(tmp_path / "gt.csv", EK_HEADER + "P01_1,P01,-1.5,00:00:02.00,3,4\n")
+@pytest.mark.parametrize("start, message", [
+    ("-1.5", "timestamp must be finite and >= 0, got '-1.5'"),
+    ("-00:00:01", "timestamp must be finite and >= 0, got '-00:00:01'"),  # each part alone is >= 0
+    ("00:-0:01", "timestamp must be finite and >= 0, got '00:-0:01'"),
+    ("00:75:00", "minutes and seconds of a HH:MM:SS.ss timestamp must be below 60, got '00:75:00'"),
+])
+def test_ek100_negative_or_malformed_timestamp(tmp_path, capsys, start, message):
+    gt = _write(tmp_path / "gt.csv", EK_HEADER + f"P01_1,P01,{start},00:00:02.00,3,4\n")
     status, captured = _run(capsys, "ek100", gt, _write(tmp_path / "s.json", json.dumps(EK_SUB)), out=tmp_path / "o")
-    assert status == 2 and "gt.csv: video 'P01', narration 'P01_1', field 'start_timestamp'" in captured.err
+    assert status == 2
+    assert f"gt.csv: video 'P01', narration 'P01_1', field 'start_timestamp': {message}" in captured.err
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"database": {"v": {"subset": "validation", "annotations": [{"label": null, "segment": [0, 5]}]}}}',
+     "gt.json: video 'v', annotation 0: field 'label' must be a non-empty class name, got None"),
+    ('{"database": {"v": {"subset": "validation", "annotations": [{"label": "", "segment": [0, 5]}]}}}',
+     "gt.json: video 'v', annotation 0: field 'label' must be a non-empty class name, got ''"),
+    ('{"database": {"v": {"subset": "validation", "annotations": [{"label": "A", "segment": [0, 5]}]},'
+     ' "v": {"subset": "validation", "annotations": []}}}',
+     "gt.json: key 'v' appears twice in one JSON object (a video listed twice?)"),
+    ("[" * 100_000 + "]" * 100_000, "gt.json: JSON nested too deeply"),
+])
+def test_malformed_activitynet_ground_truth_file(tmp_path, capsys, text, message):
+    pred = _write(tmp_path / "p.json", json.dumps({"version": "1", "external_data": {}, "results": {}}))
+    status, captured = _run(capsys, "hacs", _write(tmp_path / "gt.json", text), pred, out=tmp_path / "out")
+    assert status == 2 and message in captured.err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.5", "nan"])
+def test_max_avg_proposals_below_one(tmp_path, capsys, value):
+    status, captured = _run(capsys, "hacs", ANET_GT, ANET_PRED, "--task", "proposals", "--max-avg-proposals", value,
+                            out=tmp_path / "out")
+    assert status == 2
+    assert f"--max-avg-proposals must be a number >= 1 (the AN curve runs from 1 proposal per video to it), got {value}" in captured.err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("database, message", [

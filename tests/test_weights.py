@@ -89,7 +89,7 @@ def test_unreadable_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
         read_checkpoint(tmp_path / "nothing.pth")
     torch.save([1, 2], tmp_path / "list.pth")
-    with pytest.raises(ValueError, match="list.pth: expected a dict"):
+    with pytest.raises(ValueError, match=r"list.pth: not a backbone checkpoint .* \(holds a list, expected a dict\)"):
         read_checkpoint(tmp_path / "list.pth")
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other.pth: unrecognised checkpoint layout"):

@@ -90,8 +90,10 @@ def match_video_ids(wanted: Iterable[str], available: Iterable[str]) -> tuple[di
 def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task") -> list[VideoEntry]:
     """The videos of ``annotations`` that have features, in sorted id order, with their timing.
 
-    Durations come from ``task.duration`` (the annotation's or the decoded one). Missing videos are skipped with one warning; an entry without the timing attributes or with a
-    wrong shape raises :class:`FeatureFileError` naming the file and video.
+    Durations come from ``task.duration`` (the annotation's or the decoded one). Missing videos, and videos whose
+    annotated duration is more than twice what their features cover (truncated downloads), are skipped with one
+    warning each; an entry without the timing attributes or with a wrong shape raises :class:`FeatureFileError`
+    naming the file and video.
     """
     mapping, missing = match_video_ids(sorted(annotations.videos), reader.video_ids())
     if missing:
@@ -99,7 +101,7 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task
             "%d of %d annotated videos have no features in %s and are skipped (e.g. %s)",
             len(missing), len(annotations.videos), reader.path, ", ".join(missing[:5]),
         )
-    entries = []
+    entries, truncated = [], []
     with h5py.File(reader.path, "r") as handle:
         for vid, fid in mapping.items():
             dset = handle[fid]
@@ -111,11 +113,8 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task
             if not math.isfinite(duration) or duration <= 0:
                 raise FeatureFileError(f"{reader.path}: video {fid!r}: no usable duration ({duration})")
             if duration > 2 * timing.duration_s + timing.window_s:
-                raise FeatureFileError(
-                    f"{annotations.source}: video {vid!r}: field 'duration' {duration:g} s is more than twice what its "
-                    f"features cover ({reader.path}: timing attribute 'duration_s' {timing.duration_s:g} s): a wrong or "
-                    "truncated video, or a wrong duration"
-                )
+                truncated.append(f"{vid} ({duration:g} s annotated, features cover {timing.duration_s:g} s)")
+                continue
             segs = np.array([[s.start, s.end] for s in ann.segments], dtype=np.float64).reshape(-1, 2)
             entries.append(VideoEntry(
                 video_id=vid, feature_id=fid, duration=float(duration), num_clips=int(dset.shape[0]),
@@ -124,8 +123,15 @@ def build_entries(reader: FeatureReader, annotations: AnnotationSet, task: "Task
                 verbs=tuple(-1 if s.verb is None else s.verb for s in ann.segments),
                 nouns=tuple(-1 if s.noun is None else s.noun for s in ann.segments),
             ))
+    if truncated:
+        LOG.warning(
+            "%d videos of %s are skipped: their annotated 'duration' is more than twice what their features in %s cover "
+            "(a truncated download or a wrong duration), e.g. %s", len(truncated), annotations.source, reader.path,
+            "; ".join(truncated[:3]),
+        )
     if not entries:
-        raise FeatureFileError(f"{reader.path}: none of the {len(annotations.videos)} annotated videos has features")
+        raise FeatureFileError(f"{reader.path}: none of the {len(annotations.videos)} annotated videos has usable features"
+                               + (f" ({len(truncated)} look truncated, see the warning)" if truncated else ""))
     dims = {e.feat_dim for e in entries}
     if len(dims) != 1:
         raise FeatureFileError(f"{reader.path}: videos have different feature dims {sorted(dims)}")

@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 
 from localization import detect_cli, localize_cli, train_cli
+from localization.config import LocalizeConfig
+from localization.data import build_entries
+from localization.tasks import make_task
+from tal_common.annotations import read_annotations
+from tal_common.config import load_config
+from tal_common.h5 import FeatureFileError, FeatureReader
 from loc_synth import make_ek100, make_hacs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,18 +105,23 @@ def test_localize_on_broken_timing(data, run_dir, tmp_path, capsys, change, mess
     assert not out.exists()
 
 
-def test_annotation_duration_far_past_the_features(data, tmp_path, capsys):
+def test_annotation_duration_far_past_the_features(data, tmp_path, caplog):
+    """A duration of 1e300 for a ~30 s video (a truncated download or a wrong field) is not used as the window:
+    that video is skipped with a warning naming it; when every video is like that, a named error."""
     db = json.loads(data[1].read_text())
     db["database"][VIDEO]["duration"] = 1e300
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(db))
-    status = train_cli.main([*CFG, "--features", str(data[0]), "--annotations", str(ann), "--work-dir", str(tmp_path / "r")])
-    err = capsys.readouterr().err
-    assert status == 2 and "Traceback" not in err
+    task = make_task(load_config(LocalizeConfig, ROOT / "configs/localize/demo_bmn.yaml"))
     with h5py.File(data[0], "r") as f:
         covered = f[VIDEO].attrs["duration_s"]
-    assert (f"ann.json: video {VIDEO!r}: field 'duration' 1e+300 s is more than twice what its features cover "
-            f"({data[0]}: timing attribute 'duration_s' {covered:g} s)") in err
+    entries = build_entries(FeatureReader(data[0]), read_annotations(ann), task)
+    assert VIDEO not in {e.video_id for e in entries} and len(entries) == len(db["database"]) - 1
+    assert f"{VIDEO} (1e+300 s annotated, features cover {covered:g} s)" in caplog.text and "truncated" in caplog.text
+    db["database"] = {VIDEO: db["database"][VIDEO]}
+    ann.write_text(json.dumps(db))
+    with pytest.raises(FeatureFileError, match="none of the 1 annotated videos has usable features .1 look truncated"):
+        build_entries(FeatureReader(data[0]), read_annotations(ann), task)
 
 
 @pytest.mark.parametrize("label", [None, "", "  "])

@@ -56,6 +56,7 @@ from tal_common.config import config_to_dict, config_to_yaml
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureReader
 from tal_common.hashing import file_sha256
+from tal_common.workers import clamp_workers
 
 LOG = logging.getLogger(__name__)
 BEST_KEYS = ("head", "classifier", "config", "feat_dim", "vocabulary", "feature_stats", "features")
@@ -215,7 +216,7 @@ def _train(
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
-    workers = _clamp_workers(cfg.data.num_workers)
+    workers = clamp_workers(cfg.data.num_workers, "data.num_workers", LOG.info)
     sampler = DistributedSampler(train_set, num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.train.seed)
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0)
@@ -325,15 +326,6 @@ def _report_unknown_labels(task: Task, entries: list[VideoEntry], vocab: Vocabul
         listed = ", ".join(f"{label!r} x{n}" for label, n in sorted(unknown.items())[:8])
         LOG.warning("%s: %d validation segments have labels the training set lacks (they count as background): %s",
                     source, sum(unknown.values()), listed)
-
-
-def _clamp_workers(requested: int) -> int:
-    """DataLoader workers, at most the cores this process may use (said once when clamped)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if requested > cores:
-        LOG.info("data.num_workers %d > %d cores available: using %d", requested, cores, cores)
-        return cores
-    return requested
 
 
 def _tensorboard(work_dir: Path) -> Any:

@@ -28,6 +28,7 @@ import math
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -230,6 +231,7 @@ def _train(
     metrics: dict[str, Any] = {}
     epochs = tqdm(range(start_epoch, cfg.train.epochs), desc="training", unit="epoch", initial=start_epoch,
                   total=cfg.train.epochs, disable=not env.main, dynamic_ncols=True)
+    started = time.monotonic()
     for epoch in epochs:
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -258,7 +260,11 @@ def _train(
                     if key != "epoch":
                         board.add_scalar(key, value, epoch)
                 board.flush()
-            LOG.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+            elapsed = time.monotonic() - started
+            eta = elapsed / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
+            LOG.info("epoch %d: %s (%d of %d epochs done, elapsed %s, eta %s)", epoch,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), epoch + 1, cfg.train.epochs,
+                     tqdm.format_interval(elapsed), tqdm.format_interval(eta))
         if env.world > 1:
             dist.barrier()
     if board is not None:

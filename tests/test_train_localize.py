@@ -1,6 +1,7 @@
 """train-localizer + localize end to end on generated features: learning, run folder, resume, JSON layouts, errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,9 @@ def hacs_run(tmp_path_factory):
 def test_hacs_run_folder(hacs_run):
     _, _, work, _ = hacs_run
     assert (work / "config.yaml").read_text().startswith("data:\n  task: hacs\n  tscale: 32\n")
-    assert "epoch 9:" in (work / "train.log").read_text()
+    log = (work / "train.log").read_text()
+    assert re.search(r"epoch 0: .* \(1 of 10 epochs done, elapsed \d\d:\d\d, eta \d\d:\d\d\)\n", log)
+    assert re.search(r"epoch 9: .* \(10 of 10 epochs done, elapsed \d\d:\d\d, eta 00:00\)\n", log)
     lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == list(range(10))
     assert {"loss", "tem", "pem_reg", "pem_cls", "cls", "val_loss", "lr"} <= set(lines[0])

@@ -1,9 +1,10 @@
 """The extraction loop of one process: decode workers -> model -> one part file per video.
 
-``extract_videos`` drives a DataLoader over a clip-level dataset spanning videos (batches mix videos);
-``ExtractStep`` runs the model on each batch and streams rows into ``parts/<id>.h5``, committing a video's
-part when its last clip is written; failures go to ``parts/failed/<id>.json``. A decode that hangs is
-killed by the dataset's watchdog and the loader restarts on the videos not finished yet.
+``extract_videos`` drives a DataLoader over a clip-level dataset spanning videos, scheduled so that videos
+finish in order from the start of the run (:func:`feature_extraction.dataset.scheduled_batches`);
+``ExtractStep`` regroups the decoded clips into full model batches and streams rows into ``parts/<id>.h5``,
+committing a video's part when its last clip is written; failures go to ``parts/failed/<id>.json``. A decode
+that hangs is killed by the dataset's watchdog and the loader restarts on the videos not finished yet.
 """
 from __future__ import annotations
 

@@ -45,8 +45,8 @@ def weights_notice(preset: str, given: ExtractConfig, cuda: bool) -> str | None:
     ]
     if not changes:
         return None
-    return (f"weights {given.model.weights!r} bring their own preprocessing instead of preset {preset!r}'s "
-            f"{preset_weights!r}: {', '.join(changes)} (set a key with --set to keep the preset's value)")
+    return (f"weights {given.model.weights!r} come with their own preprocessing, not that of preset {preset!r} "
+            f"(weights {preset_weights!r}): {', '.join(changes)} (set a key with --set to keep the preset's value)")
 
 
 def low_fps_notice(infos: Mapping[str, VideoInfo], sample_fps: float) -> str | None:

@@ -17,7 +17,7 @@ def test_random_weights_on_hacs_say_what_changed():
     notice = weights_notice("hacs", given("hacs", "model.weights=random"), cuda=False)
     # The official Kinetics-400 checkpoint: centre 256 crop, the TAdaConv interval rule, full-frame resize on the
     # model device; the random init: 224 crop, nominal spacing, decoder resize (feature_extraction/weights.py).
-    assert notice == ("weights 'random' bring their own preprocessing instead of preset 'hacs''s 'official-k400': "
+    assert notice == ("weights 'random' come with their own preprocessing, not that of preset 'hacs' (weights 'official-k400'): "
                       "sampling.rule tadaconv -> nominal, preprocess.crop_size 256 -> 224, preprocess.resize device -> decoder "
                       "(set a key with --set to keep the preset's value)")
     kept = weights_notice("hacs", given("hacs", "model.weights=random", "preprocess.crop_size=256",
@@ -56,9 +56,9 @@ def test_extract_features_prints_each_notice_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0, err
     lines = err.splitlines()
-    weights = [line for line in lines if "bring their own preprocessing" in line]
-    assert weights == ["extract-features: weights 'random' bring their own preprocessing instead of preset 'hacs''s "
-                       "'official-k400': sampling.rule tadaconv -> nominal, preprocess.resize device -> decoder "
+    weights = [line for line in lines if "their own preprocessing" in line]
+    assert weights == ["extract-features: weights 'random' come with their own preprocessing, not that of preset 'hacs' "
+                       "(weights 'official-k400'): sampling.rule tadaconv -> nominal, preprocess.resize device -> decoder "
                        "(set a key with --set to keep the preset's value)"]
     fps = [line for line in lines if "sample_fps" in line]
     assert fps == ["extract-features: warning: 1 of 2 videos have fewer frames per second than sampling.sample_fps=30, "

@@ -44,6 +44,7 @@ import yaml
 from feature_extraction import export_features, import_features
 from feature_extraction.config import PRESETS, ExtractConfig, feature_identity, make_sampler, preset_path, resolve_config
 from feature_extraction.dataset import VideoWork
+from feature_extraction.notices import low_fps_notice, weights_notice
 from feature_extraction.pipeline import Failure, extract_videos, load_model, model_threads, record_failure
 from feature_extraction.ranks import DEFAULT_RANK_TIMEOUT_S, EXIT_RANK_LOST, RankGroup, RankLostError
 from feature_extraction.summary import inspect_file, verify_file
@@ -162,6 +163,7 @@ def run_extract(args: argparse.Namespace) -> int:
         cuda = want_cuda(cfg.run.device)
     except ValueError as exc:
         raise ConfigError(f"run.device: {exc}") from None
+    notice = weights_notice(args.preset, cfg, cuda)
     cfg = resolve_config(cfg, cuda)
     spec = get_weights_spec(cfg.model.backbone, cfg.model.weights)
     try:
@@ -178,6 +180,8 @@ def run_extract(args: argparse.Namespace) -> int:
     if args.rank_timeout_s <= 0:
         raise ValueError(f"--rank-timeout-s must be > 0, got {args.rank_timeout_s}")
     env = RankGroup(cuda)
+    if notice and env.rank == 0:
+        print(f"extract-features: {notice}", file=sys.stderr)
     try:
         return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s)
     finally:
@@ -212,7 +216,7 @@ def _extract_locked(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path],
     env.barrier("listing the finished videos")  # every rank has listed them before any new part appears
 
     sampler = make_sampler(cfg)
-    probed = _probe_shard(todo[env.rank :: env.world], videos, cfg, parts)
+    probed = _probe_shard(todo[env.rank :: env.world], videos, cfg, parts, progress=env.rank == 0)
     infos: dict[str, VideoInfo] = {}
     for shard in env.gather(probed, "exchanging the probed videos"):
         infos.update(shard)
@@ -221,6 +225,9 @@ def _extract_locked(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path],
     if env.rank == 0:
         print(f"extract-features: {len(videos)} videos, {len(done)} already done, {len(todo)} to do "
               f"({len(todo) - len(infos)} failed probing), {env.world} rank(s)", file=sys.stderr)
+        fps_notice = low_fps_notice(infos, float(sampler.sample_fps))
+        if fps_notice:
+            print(f"extract-features: {fps_notice}", file=sys.stderr)
 
     device = env.device
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # torchrun sets it for several ranks
@@ -310,11 +317,13 @@ def _finished_ids(out: Path, parts: Path) -> set[str]:
     return done
 
 
-def _probe_shard(ids: Sequence[str], videos: dict[str, Path], cfg: ExtractConfig, parts: Path) -> dict[str, VideoInfo]:
-    """Probe this rank's share of the videos; failures are recorded in ``parts/failed``."""
+def _probe_shard(ids: Sequence[str], videos: dict[str, Path], cfg: ExtractConfig, parts: Path,
+                 progress: bool) -> dict[str, VideoInfo]:
+    """Probe this rank's share of the videos (a bar on stderr with ``progress``); failures go to ``parts/failed``."""
     by_path = {videos[vid]: vid for vid in ids}
     infos: dict[str, VideoInfo] = {}
-    for path, info, reason in probe_videos(list(by_path), workers=cfg.run.probe_workers, timeout_s=cfg.run.probe_timeout_s):
+    for path, info, reason in probe_videos(list(by_path), workers=cfg.run.probe_workers, timeout_s=cfg.run.probe_timeout_s,
+                                             progress=progress):
         if info is None:
             record_failure(parts, Failure(by_path[path], str(path), reason or "probe failed"))
         else:

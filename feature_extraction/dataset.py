@@ -2,9 +2,9 @@
 
 Each item is a *chunk*: a few consecutive clips of one video, read with a single decoder call over
 the union of their frames (overlapping clips share frames). Batches are lists of chunks, so they mix
-videos. :func:`interleaved_batches` orders the batches so that DataLoader worker ``w`` (which gets
-batches ``w, w + W, ...``) walks one contiguous run of the clip sequence: every worker keeps a single
-video open and moves on to the next, and no reader outlives its video.
+videos. :func:`scheduled_batches` orders the batches so that all DataLoader workers decode the same few
+videos at once, each walking forward through its own slice with a single reader open: videos are
+finished (and committed by the main process) in order, a few at a time, from the start of the run.
 
 A chunk whose video fails to decode comes back with ``error`` set (the main process records the
 video as failed); a decode that hangs past ``decode_timeout_s`` in a worker process leaves a marker
@@ -163,25 +163,47 @@ def collate_chunks(items: Sequence[DecodedChunk]) -> ClipBatch:
     return ClipBatch(frames, video_index, clip_index, failures)
 
 
-def interleaved_batches(chunks: Sequence[Chunk], batch_size: int, num_streams: int) -> list[list[int]]:
-    """Group chunk indices into batches of at most ``batch_size`` clips, interleaving ``num_streams`` runs.
+SLICE_BATCHES = 4
+"""A video is split across decode workers in slices of at least about this many batches (each slice costs a seek)."""
 
-    The chunk sequence is cut into ``num_streams`` contiguous runs of about equal clip counts; batch
-    ``k`` of run ``s`` lands at position ``k * num_streams + s``, so DataLoader worker ``s`` (which
-    receives every ``num_streams``-th batch) decodes one run from start to end.
+
+def scheduled_batches(chunks: Sequence[Chunk], batch_size: int, num_streams: int) -> list[list[int]]:
+    """Batches of chunk indices (at most ``batch_size`` clips each) that commit videos early and in order.
+
+    DataLoader worker ``s`` receives batches ``s, s + W, ...`` (``W = num_streams``). Consecutive whole
+    videos are grouped into *windows* of at least ``W * SLICE_BATCHES * batch_size`` clips (a longer video
+    is a window of its own); each window is cut into ``W`` contiguous runs of about equal clip counts, run
+    ``s`` going to worker ``s``, and shorter runs are padded with empty batches so every worker starts the
+    next window at the same batch position. So all workers decode the same few videos at once (each
+    keeping one reader open, moving forward through it), every video of a window is complete by the
+    window's last batch, and an interrupt loses at most the windows in flight.
     """
     if batch_size < 1 or num_streams < 1:
         raise ValueError(f"batch_size and num_streams must be >= 1, got {batch_size}, {num_streams}")
-    total = sum(c.num_clips for c in chunks)
+    target = num_streams * SLICE_BATCHES * batch_size
+    order: list[list[int]] = []
+    window: list[int] = []
+    clips = 0
+    for index, chunk in enumerate(chunks):
+        window.append(index)
+        clips += chunk.num_clips
+        video_ends = index + 1 == len(chunks) or chunks[index + 1].video_index != chunk.video_index
+        if video_ends and (clips >= target or index + 1 == len(chunks)):
+            order.extend(_window_batches(chunks, window, batch_size, num_streams))
+            window, clips = [], 0
+    return order
+
+
+def _window_batches(chunks: Sequence[Chunk], window: list[int], batch_size: int, num_streams: int) -> list[list[int]]:
+    """One window's batches: ``num_streams`` contiguous runs interleaved round by round, padded with ``[]``."""
+    total = sum(chunks[i].num_clips for i in window)
     streams: list[list[list[int]]] = [[] for _ in range(num_streams)]
     done = 0
-    for index, chunk in enumerate(chunks):
-        stream = streams[min(num_streams - 1, done * num_streams // max(total, 1))]
-        if not stream or sum(chunks[i].num_clips for i in stream[-1]) + chunk.num_clips > batch_size:
+    for index in window:
+        stream = streams[min(num_streams - 1, done * num_streams // total)]
+        if not stream or sum(chunks[i].num_clips for i in stream[-1]) + chunks[index].num_clips > batch_size:
             stream.append([])
         stream[-1].append(index)
-        done += chunk.num_clips
-    order = []
-    for k in range(max(len(s) for s in streams)):
-        order.extend(s[k] for s in streams if k < len(s))
-    return order
+        done += chunks[index].num_clips
+    rounds = max(len(s) for s in streams)
+    return [s[k] if k < len(s) else [] for k in range(rounds) for s in streams]

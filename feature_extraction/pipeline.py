@@ -1,18 +1,20 @@
 """The extraction loop of one process: decode workers -> model -> one part file per video.
 
-``extract_videos`` drives a DataLoader over a clip-level dataset spanning videos (batches mix videos);
-``ExtractStep`` runs the model on each batch and streams rows into ``parts/<id>.h5``, committing a video's
-part when its last clip is written; failures go to ``parts/failed/<id>.json``. A decode that hangs is
-killed by the dataset's watchdog and the loader restarts on the videos not finished yet.
+``extract_videos`` drives a DataLoader over a clip-level dataset spanning videos, scheduled so that videos
+finish in order from the start of the run (:func:`feature_extraction.dataset.scheduled_batches`);
+``ExtractStep`` regroups the decoded clips into full model batches and streams rows into ``parts/<id>.h5``,
+committing a video's part when its last clip is written; failures go to ``parts/failed/<id>.json``. A decode
+that hangs is killed by the dataset's watchdog and the loader restarts on the videos not finished yet.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,10 +24,11 @@ from tqdm import tqdm
 from feature_extraction.backbones import BACKBONES, build_model
 from feature_extraction.clips import ClipSampler
 from feature_extraction.config import ExtractConfig
-from feature_extraction.dataset import ClipBatch, ClipDataset, VideoWork, collate_chunks, interleaved_batches
+from feature_extraction.dataset import ClipBatch, ClipDataset, VideoWork, collate_chunks, scheduled_batches
 from feature_extraction.transform import ClipTransform
 from tal_common.atomic import durable_replace
 from tal_common.h5 import VideoPartWriter
+from tal_common.workers import clamp_workers, exit_with_parent, usable_cores
 
 
 @dataclass
@@ -49,8 +52,7 @@ def model_threads(workers: int) -> int:
 
     Decode workers and the model share the CPU; more threads than cores makes both spin and wait.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - workers)
+    return max(1, usable_cores() - workers)
 
 
 def load_model(cfg: ExtractConfig, checkpoint: Path | None, device: torch.device) -> torch.nn.Module:
@@ -83,6 +85,7 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
     recorded as failed and the loader restarts on the videos not finished yet.
     """
     step = ExtractStep(model, make_transform(cfg, device), cfg, sampler, parts, device)
+    workers = decode_workers(cfg, device, say=_say)
     step.bar = tqdm(total=sum(w.num_clips for w in work), unit="clip", disable=not show_progress,
                     dynamic_ncols=True, mininterval=1.0, desc="extract")
     remaining = list(work)
@@ -90,8 +93,9 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
         while remaining:
             step.start(remaining)
             try:
-                for batch in make_loader(remaining, cfg, sampler, parts, device):
+                for batch in make_loader(remaining, cfg, sampler, parts, device, workers):
                     step(batch)
+                step.flush()
                 remaining = []
             except RuntimeError:
                 hung = sorted(p.name for p in (parts / "hung").glob("*"))
@@ -110,27 +114,52 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
         print(f"extract-features: rank done: {step.committed} videos written, {step.failed} failed", file=sys.stderr)
 
 
-def make_loader(work: list[VideoWork], cfg: ExtractConfig, sampler: ClipSampler, parts: Path,
-            device: torch.device) -> DataLoader:
-    """Decode ``work`` in ``run.workers`` processes; batches of ``run.batch_size`` clips mixing videos.
+def _say(message: str) -> None:
+    print(f"extract-features: {message}", file=sys.stderr)
 
-    torchcodec on a CUDA device decodes on NVDEC in this process (CUDA does not survive a fork).
+
+def _nvdec(cfg: ExtractConfig, device: torch.device) -> bool:
+    return cfg.run.decoder == "torchcodec" and device.type == "cuda"
+
+
+def decode_workers(cfg: ExtractConfig, device: torch.device, say: Callable[[str], None] = _say) -> int:
+    """Decode worker processes for ``cfg``: ``run.workers`` capped at the cores present (``say`` is told when
+    capped), or 0 when torchcodec decodes on NVDEC in this process (CUDA does not survive a fork)."""
+    return 0 if _nvdec(cfg, device) else clamp_workers(cfg.run.workers, "run.workers", say)
+
+
+def make_loader(work: list[VideoWork], cfg: ExtractConfig, sampler: ClipSampler, parts: Path,
+                device: torch.device, workers: int) -> DataLoader:
+    """Decode ``work`` in ``workers`` processes (see :func:`decode_workers`) in the order of
+    :func:`scheduled_batches`: batches of ``run.batch_size`` clips, videos finished in order.
+
+    Each worker dies with this process (no orphan decoders after a ``kill -9``).
     """
     run = cfg.run
-    nvdec = run.decoder == "torchcodec" and device.type == "cuda"
-    workers = 0 if nvdec else run.workers
+    nvdec = _nvdec(cfg, device)
     dataset = ClipDataset(
         work, sampler, chunk_clips=min(run.chunk_clips, run.batch_size), decode_timeout_s=run.decode_timeout_s,
         hang_dir=parts / "hung", resize_short_side=cfg.preprocess.short_side if cfg.preprocess.resize == "decoder" else None,
         decoder=run.decoder, decode_device=str(device) if nvdec else "cpu",
     )
-    batches = interleaved_batches(dataset.chunks, run.batch_size, max(1, workers))
+    batches = scheduled_batches(dataset.chunks, run.batch_size, max(1, workers))
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_chunks,
-                      pin_memory=device.type == "cuda" and not nvdec, prefetch_factor=4 if workers > 0 else None)
+                      pin_memory=device.type == "cuda" and not nvdec, prefetch_factor=4 if workers > 0 else None,
+                      worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers > 0 else None)
+
+
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    exit_with_parent(parent_pid)
 
 
 class ExtractStep:
-    """Runs the model on decoded batches and streams each video's rows into its part file."""
+    """Runs the model on decoded batches and streams each video's rows into its part file.
+
+    Decoded chunks are regrouped so the model always sees exactly ``run.batch_size`` clips (the last batch of a
+    pass padded with zeros): a clip's features then do not depend on which clips share its batch (CPU kernels
+    round differently for other batch sizes), so an interrupted and resumed run writes the same bits as an
+    uninterrupted one, whatever the decode schedule.
+    """
 
     def __init__(self, model: torch.nn.Module, transform: ClipTransform, cfg: ExtractConfig, sampler: ClipSampler,
                  parts: Path, device: torch.device) -> None:
@@ -143,6 +172,7 @@ class ExtractStep:
         self._writers: dict[int, VideoPartWriter] = {}
         self._done: set[str] = set()
         self._counted: dict[str, int] = {}
+        self._pending: list[tuple[int, int, torch.Tensor]] = []  # (video index, first clip, frames) awaiting the model
         self.max_batch: int | None = None  # lowered after a CUDA out-of-memory error
 
     def start(self, work: list[VideoWork]) -> None:
@@ -156,16 +186,18 @@ class ExtractStep:
         return redo
 
     def abort_open(self) -> None:
-        """Drop the partial part files of this pass."""
+        """Drop the partial part files and the clips not yet through the model of this pass."""
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
+        self._pending.clear()
 
     def fail(self, work: VideoWork, reason: str) -> None:
         """Record ``work`` as failed and drop anything written for it."""
         record_failure(self.parts, Failure(work.video_id, str(work.path), reason))
         self._done.add(work.video_id)
         self.failed += 1
+        self._pending = [p for p in self._pending if self._work[p[0]].video_id != work.video_id]
         for index, writer in list(self._writers.items()):
             if writer.video_id == work.video_id:
                 writer.abort()
@@ -173,28 +205,52 @@ class ExtractStep:
         self.bar.update(work.num_clips - self._counted.pop(work.video_id, 0))
 
     def __call__(self, batch: ClipBatch) -> None:
+        """Take one decoded batch; run the model on every full batch of clips now pending."""
         for index, reason in batch.failures:
             if self._work[index].video_id not in self._done:
                 self.fail(self._work[index], reason)
-        if not batch.frames:
-            return
-        feats = self.forward(batch.frames)
-        videos = batch.video_index.numpy()
-        clips = batch.clip_index.numpy()
-        # Rows come as runs of consecutive clips of one video (whole chunks, in order).
-        breaks = np.flatnonzero((np.diff(videos) != 0) | (np.diff(clips) != 1)) + 1
-        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(videos)]):
-            self._store(int(videos[lo]), int(clips[lo]), feats[lo:hi])
+        offset = 0
+        for frames in batch.frames:  # chunk k's clips start at row sum(len(frames[:k])) of the indices
+            self._pending.append((int(batch.video_index[offset]), int(batch.clip_index[offset]), frames))
+            offset += len(frames)
+        while sum(len(f) for _, _, f in self._pending) >= self.cfg.run.batch_size:
+            self._run_model(self.cfg.run.batch_size)
 
-    def forward(self, frames: Sequence[torch.Tensor]) -> np.ndarray:
+    def flush(self) -> None:
+        """Run the model on the clips still pending (the end of a loader pass), padded to a full batch."""
+        pending = sum(len(f) for _, _, f in self._pending)
+        if pending:
+            self._run_model(pending)
+
+    def _run_model(self, clips: int) -> None:
+        """The first ``clips`` pending clips through the model (as one ``run.batch_size`` batch), into their parts."""
+        taken: list[tuple[int, int, torch.Tensor]] = []
+        while clips > 0:
+            video, first, frames = self._pending.pop(0)
+            if len(frames) > clips:  # split the chunk: its tail waits for the next batch
+                self._pending.insert(0, (video, first + clips, frames[clips:]))
+                frames = frames[:clips]
+            taken.append((video, first, frames))
+            clips -= len(frames)
+        feats = self.forward([f for _, _, f in taken], pad_to=self.cfg.run.batch_size)
+        row = 0
+        for video, first, frames in taken:
+            self._store(video, first, feats[row : row + len(frames)])
+            row += len(frames)
+
+    def forward(self, frames: Sequence[torch.Tensor], pad_to: int | None = None) -> np.ndarray:
         """Chunks of uint8 frames ``(n, T, H, W, 3)`` -> float32 ``(sum n, crops * C)`` (crop features concatenated).
 
-        A CUDA out-of-memory error halves the model batch and retries (said once on stderr); the
-        smaller batch is kept for the rest of the run.
+        ``pad_to`` clips: fewer clips are padded with zero inputs to that many (their outputs dropped). A CUDA
+        out-of-memory error halves the model batch and retries (said once on stderr); the smaller batch is
+        kept for the rest of the run.
         """
         with torch.inference_mode():
             x = torch.cat([self.transform(chunk) for chunk in frames])
             rows = len(x) // self.cfg.preprocess.crops
+            missing = (pad_to or 0) * self.cfg.preprocess.crops - len(x)
+            if missing > 0:
+                x = torch.cat([x, x.new_zeros((missing, *x.shape[1:]))])
             out = []
             start = 0
             while start < len(x):
@@ -212,7 +268,7 @@ class ExtractStep:
                     self.max_batch = max(self.cfg.preprocess.crops, size // 2 // self.cfg.preprocess.crops * self.cfg.preprocess.crops)
                     continue
                 start += size
-        return torch.cat(out).float().reshape(rows, -1).cpu().numpy()
+        return torch.cat(out)[: rows * self.cfg.preprocess.crops].float().reshape(rows, -1).cpu().numpy()
 
     def _model(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -20,6 +21,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from tal_common.workers import exit_with_parent
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 
@@ -284,17 +288,20 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def probe_videos(
-    paths: Sequence[Path], *, workers: int, timeout_s: float
+    paths: Sequence[Path], *, workers: int, timeout_s: float, progress: bool | None = None
 ) -> Iterator[tuple[Path, VideoInfo | None, str | None]]:
     """Probe ``paths`` in ``workers`` processes; yields ``(path, info, None)`` or ``(path, None, reason)``.
 
     A probe running longer than ``timeout_s`` seconds has its process killed and is reported as a
-    failure, as is a decoder crash; results come in completion order.
+    failure, as is a decoder crash; results come in completion order. ``progress`` shows a bar on stderr
+    (``None``: only when stderr is a terminal). The probe processes die with this one.
     """
     ctx = multiprocessing.get_context("fork")
     todo = deque(paths)
     idle: list[_ProbeWorker] = []
     busy: dict[multiprocessing.connection.Connection, tuple[_ProbeWorker, Path, float]] = {}
+    bar = tqdm(total=len(paths), desc="probe", unit="video", disable=None if progress is None else not progress,
+               dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
     try:
         while todo or busy:
             while todo and len(busy) < max(1, workers):
@@ -310,17 +317,21 @@ def probe_videos(
                     info, reason = conn.recv()
                 except EOFError:
                     worker.kill()
+                    bar.update()
                     yield path, None, f"decoder crashed (exit code {worker.process.exitcode})"
                     continue
                 idle.append(worker)
+                bar.update()
                 yield path, info, reason
             now = time.monotonic()
             for conn, (worker, path, started) in list(busy.items()):
                 if now - started >= timeout_s:
                     del busy[conn]
                     worker.kill()
+                    bar.update()
                     yield path, None, f"probe timed out after {timeout_s:g} s"
     finally:
+        bar.close()
         for worker in idle + [w for w, _, _ in busy.values()]:
             worker.kill()
 
@@ -330,7 +341,7 @@ class _ProbeWorker:
 
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_probe_loop, args=(child,), daemon=True)
+        self.process = ctx.Process(target=_probe_loop, args=(child, os.getpid()), daemon=True)
         self.process.start()
         child.close()
 
@@ -341,18 +352,15 @@ class _ProbeWorker:
         self.conn.close()
 
 
-def _probe_loop(conn: multiprocessing.connection.Connection) -> None:
-    """Probe the paths sent over ``conn`` until it closes or the parent dies.
+def _probe_loop(conn: multiprocessing.connection.Connection, parent_pid: int) -> None:
+    """Probe the paths sent over ``conn`` until it closes; the process dies with ``parent_pid``.
 
     The process is forked from one whose torch thread pool may be running: with one thread torch never enters
-    that (fork-unsafe) pool here. Polling the parent pid means a killed parent leaves no probe process behind.
+    that (fork-unsafe) pool here.
     """
     torch.set_num_threads(1)
-    parent = os.getppid()
+    exit_with_parent(parent_pid)
     while True:
-        while not conn.poll(1.0):
-            if os.getppid() != parent:
-                return
         try:
             path = conn.recv()
         except EOFError:

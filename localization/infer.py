@@ -5,6 +5,7 @@ only batches windows through the model and groups each video's window outputs.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -17,6 +18,9 @@ from localization.tasks import WindowOutput
 from localization.tasks.base import proposal_submission
 from tal_common.annotations import AnnotationSet
 from tal_common.h5 import FeatureReader
+from tal_common.workers import clamp_workers
+
+LOG = logging.getLogger(__name__)
 
 
 def localize(
@@ -45,7 +49,8 @@ def localize(
             f"{run.feat_dim}-d features (localize with the features the run was trained on)"
         )
     dataset = make_dataset(run.task, reader, entries, run.stats, run.vocab, None, purpose="infer")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    workers = clamp_workers(num_workers, "--workers", LOG.info)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     per_video: dict[int, list[WindowOutput]] = {}
     with torch.no_grad():
         for batch in tqdm(loader, desc="localize", disable=not progress, leave=False, dynamic_ncols=True):

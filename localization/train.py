@@ -28,6 +28,7 @@ import math
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,6 +58,7 @@ from tal_common.config import config_to_dict, config_to_yaml
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureReader
 from tal_common.hashing import file_sha256
+from tal_common.workers import clamp_workers
 
 LOG = logging.getLogger(__name__)
 BEST_KEYS = ("head", "classifier", "config", "feat_dim", "vocabulary", "feature_stats", "features")
@@ -225,7 +227,7 @@ def _train(
     if env.world > 1:
         net = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
 
-    workers = _clamp_workers(cfg.data.num_workers)
+    workers = clamp_workers(cfg.data.num_workers, "data.num_workers", LOG.info)
     sampler = DistributedSampler(train_set, num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.train.seed)
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0)
@@ -239,6 +241,7 @@ def _train(
     metrics: dict[str, Any] = {}
     epochs = tqdm(range(start_epoch, cfg.train.epochs), desc="training", unit="epoch", initial=start_epoch,
                   total=cfg.train.epochs, disable=not env.main, dynamic_ncols=True)
+    started = time.monotonic()
     for epoch in epochs:
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -267,7 +270,11 @@ def _train(
                     if key != "epoch":
                         board.add_scalar(key, value, epoch)
                 board.flush()
-            LOG.info("epoch %d: %s", epoch, " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+            elapsed = time.monotonic() - started
+            eta = elapsed / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
+            LOG.info("epoch %d: %s (%d of %d epochs done, elapsed %s, eta %s)", epoch,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"), epoch + 1, cfg.train.epochs,
+                     tqdm.format_interval(elapsed), tqdm.format_interval(eta))
         if env.world > 1:
             dist.barrier()
     if board is not None:
@@ -339,15 +346,6 @@ def _report_unknown_labels(task: Task, entries: list[VideoEntry], vocab: Vocabul
         listed = ", ".join(f"{label!r} x{n}" for label, n in sorted(unknown.items())[:8])
         LOG.warning("%s: %d validation segments have labels the training set lacks (they count as background): %s",
                     source, sum(unknown.values()), listed)
-
-
-def _clamp_workers(requested: int) -> int:
-    """DataLoader workers, at most the cores this process may use (said once when clamped)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if requested > cores:
-        LOG.info("data.num_workers %d > %d cores available: using %d", requested, cores, cores)
-        return cores
-    return requested
 
 
 def _tensorboard(work_dir: Path) -> Any:

@@ -37,7 +37,7 @@ import torchvision
 
 from feature_extraction.backbones import BACKBONES
 from feature_extraction.config import ExtractConfig, make_sampler, preset_path, resolve_config
-from feature_extraction.pipeline import ExtractStep, extract_videos, load_model, make_loader, make_transform, model_threads
+from feature_extraction.pipeline import ExtractStep, decode_workers, extract_videos, load_model, make_loader, make_transform, model_threads
 from feature_extraction.dataset import VideoWork
 from feature_extraction.transform import resized_size
 from feature_extraction.video import probe_videos
@@ -131,7 +131,7 @@ def bench_throughput(args: argparse.Namespace, root: Path) -> tuple[float, float
     (parts / "failed").mkdir()
 
     start = time.perf_counter()
-    frames = [batch.frames for batch in make_loader(work, cfg, sampler, parts, device)]
+    frames = [batch.frames for batch in make_loader(work, cfg, sampler, parts, device, decode_workers(cfg, device))]
     decode = _rate(total, time.perf_counter() - start)
 
     step = ExtractStep(model, make_transform(cfg, device), cfg, sampler, parts, device)

@@ -1,6 +1,8 @@
 """train-localizer + localize end to end on generated features: learning, run folder, resume, JSON layouts, errors."""
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from eval.detection import evaluate_detection
 from eval.proposals import evaluate_proposals
 from localization import localize_cli, train_cli
 from loc_synth import make_ek100, make_hacs
+from tal_common.workers import usable_cores
 
 TINY = [
     "--set", "data.tscale=32", "--set", "model.num_samples=8", "--set", "model.hidden_dim_1d=32",
@@ -70,7 +73,9 @@ def hacs_run(tmp_path_factory):
 def test_hacs_run_folder(hacs_run):
     _, _, work, _ = hacs_run
     assert (work / "config.yaml").read_text().startswith("data:\n  task: hacs\n  tscale: 32\n")
-    assert "epoch 9:" in (work / "train.log").read_text()
+    log = (work / "train.log").read_text()
+    assert re.search(r"epoch 0: .* \(1 of 10 epochs done, elapsed \d\d:\d\d, eta \d\d:\d\d\)\n", log)
+    assert re.search(r"epoch 9: .* \(10 of 10 epochs done, elapsed \d\d:\d\d, eta 00:00\)\n", log)
     lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == list(range(10))
     assert {"loss", "tem", "pem_reg", "pem_cls", "cls", "val_loss", "lr"} <= set(lines[0])
@@ -122,6 +127,18 @@ def test_hacs_detections_layout_and_quality(hacs_run):
     print(f"HACS synthetic: average mAP {ours:.3f} (random segments {chance:.3f}); AR@100 {ar_ours:.3f} ({ar_chance:.3f})")
     assert ours > 0.3 and ours > 4 * chance
     assert ar_ours > 0.6 and ar_ours > ar_chance + 0.3
+
+
+def test_localize_caps_workers_at_the_cores_without_torchs_warning(hacs_run, tmp_path, caplog, recwarn):
+    h5_path, ann_path, work, detections = hacs_run
+    out = tmp_path / "detections.json"
+    requested = usable_cores() + 3
+    with caplog.at_level(logging.INFO):
+        assert localize_cli.main(["--run", str(work), "--features", str(h5_path), "--annotations", str(ann_path),
+                                  "--subset", "validation", "-o", str(out), "--workers", str(requested)]) == 0
+    assert caplog.text.count(f"--workers {requested} > {usable_cores()} cores available") == 1
+    assert not [w for w in recwarn if "suggested max number of worker" in str(w.message)]
+    assert json.loads(out.read_text()) == detections
 
 
 def test_resume_gives_the_same_weights(tmp_path):

@@ -160,3 +160,12 @@ def test_missing_torchcodec_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match=r"torchcodec' is not usable \(libavutil.*pip install 'tadaloc\[gpu-decode\]'"):
         check_decoder("torchcodec")
     check_decoder("decord")
+
+
+def test_probe_progress_bar_on_stderr(tmp_path, capsys):
+    paths = [write_video(tmp_path / f"p{i}.mp4", 10, 10) for i in range(3)]
+    assert len(list(probe_videos(paths, workers=2, timeout_s=30, progress=True))) == 3
+    err = capsys.readouterr().err
+    assert "probe" in err and "3/3" in err
+    assert len(list(probe_videos(paths, workers=2, timeout_s=30, progress=False))) == 3
+    assert capsys.readouterr().err == ""

@@ -1,9 +1,6 @@
 """``localize``: run a trained localizer on features and write the task's official detection JSON.
 
-Example::
-
-    localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json \\
-        --subset validation -o detections.json
+Examples: ``EXAMPLES`` below (printed by ``--help``, each checked by tests/test_cli.py).
 """
 from __future__ import annotations
 
@@ -18,15 +15,26 @@ from localization.infer import localize
 from localization.model import CheckpointError, load_run
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import write_json_atomic
+from tal_common.cli import HelpFormatter, entry_point, interrupted
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 
+EXAMPLES = """\
+examples:
+  localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json --subset validation -o dets.json
+  localize --run runs/ek100_bmn --features ek100.h5 --annotations EPIC_100_validation.csv \\
+      --video-info EPIC_100_video_info.csv -o ek100_dets.json --sls 2 3 4
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by train-localizer")
+    parser = argparse.ArgumentParser(prog="localize", formatter_class=HelpFormatter, epilog=EXAMPLES,
+                                     description="Run a trained localizer on features and write the task's official "
+                                     "detection JSON.")
+    parser.add_argument("--run", "--work-dir", dest="run", type=Path, required=True,
+                        help="run folder written by train-localizer (its --work-dir)")
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file")
     parser.add_argument(
         "--annotations", type=Path, required=True,
@@ -46,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -68,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("localize: interrupted; nothing was written (rerun the same command)", file=sys.stderr)
-        return 130
+        return interrupted("localize", "nothing was written (rerun the same command)")
     finally:
         torch.set_num_threads(threads)
     count = sum(len(v) for v in detections["results"].values())

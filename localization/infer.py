@@ -15,6 +15,7 @@ from localization.data import build_entries, make_dataset
 from localization.model import TrainedRun
 from localization.tasks import WindowOutput
 from tal_common.annotations import AnnotationSet
+from tal_common.cli import worker_ignores_sigint
 from tal_common.h5 import FeatureReader
 
 
@@ -43,7 +44,8 @@ def localize(
             f"{run.feat_dim}-d features (localize with the features the run was trained on)"
         )
     dataset = make_dataset(run.task, reader, entries, run.stats, run.vocab, None, purpose="infer")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        worker_init_fn=worker_ignores_sigint)
     per_video: dict[int, list[WindowOutput]] = {}
     with torch.no_grad():
         for batch in tqdm(loader, desc="localize", disable=not progress, leave=False, dynamic_ncols=True):

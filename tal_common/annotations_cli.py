@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     """``tal-annotations`` and its ``from-csv`` command."""
     parser = argparse.ArgumentParser(prog="tal-annotations", formatter_class=HelpFormatter, epilog=EXAMPLES,
                                      description="Annotation files for your own data (tal-annotations COMMAND --help).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
     p = commands.add_parser(
         "from-csv", formatter_class=HelpFormatter, epilog=EXAMPLES,
         help="a CSV of video,start,end,label[,subset][,duration] -> HACS/ActivityNet JSON",

@@ -4,12 +4,16 @@
 * :func:`parse_args`: old option spellings keep working, with one deprecation line each.
 * :func:`entry_point`: a ``main`` whose stdout reader went away (``tool ... | head -1``) ends quietly (exit 141).
 * :func:`interrupted`: the one-line Ctrl-C message, exit status 130.
+* :func:`worker_ignores_sigint`: the ``worker_init_fn`` of every DataLoader, so that Ctrl-C (a SIGINT to the whole
+  process group) reaches the main process as ``KeyboardInterrupt`` instead of killing workers mid-batch, which
+  torch reports as "DataLoader worker exited unexpectedly".
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import os
+import signal
 import sys
 from typing import Callable, Mapping, Sequence
 
@@ -89,3 +93,8 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def worker_ignores_sigint(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT; the main process handles Ctrl-C and stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -223,8 +223,9 @@ def _train(
     val_loader = None
     if val_set is not None and len(val_set):
         val_sampler = DistributedSampler(val_set, num_replicas=env.world, rank=env.rank, shuffle=False)
+        # persistent: forking workers every epoch opens windows where Ctrl-C is swallowed (in at-fork hooks)
         val_loader = DataLoader(val_set, batch_size=cfg.train.batch_size, sampler=val_sampler, num_workers=workers,
-                                worker_init_fn=worker_ignores_sigint)
+                                persistent_workers=workers > 0, worker_init_fn=worker_ignores_sigint)
 
     board = _tensorboard(work_dir) if env.main else None
     loss_keys = (*model.head.loss_keys, "cls")

@@ -15,6 +15,8 @@ import functools
 import os
 import signal
 import sys
+import threading
+from types import TracebackType
 from typing import Callable, Mapping, Sequence
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
@@ -96,5 +98,17 @@ def _silence_stdout() -> None:
 
 
 def worker_ignores_sigint(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT; the main process handles Ctrl-C and stops it."""
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT; the main process handles Ctrl-C and stops it.
+
+    Stopped that way, the main process may drop a connection of the worker's file-descriptor sharing thread
+    (multiprocessing's resource sharer, which hands batches' tensors over, and reports errors through
+    ``sys.excepthook``) mid-transfer; that ``EOFError``/``ConnectionError`` is an expected end, not a traceback.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_lost_sharer
+
+
+def _quiet_lost_sharer(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if threading.current_thread().name.endswith("(_serve)") and issubclass(exc_type, (EOFError, ConnectionError)):
+        return
+    sys.__excepthook__(exc_type, exc, tb)

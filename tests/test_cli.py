@@ -368,3 +368,16 @@ def test_stale_parts_of_another_config(tmp_path, capsys):
     (parts / "P01_101.h5").write_bytes(b"part")
     extract_cli._prepare_workdir(out, parts, old, fresh=True)
     assert (parts / "P01_101.h5").is_file()
+
+
+def test_train_localizer_device_and_workers_override_the_config(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_train(cfg, *args, **kwargs):
+        seen.update(device=cfg.train.device, workers=cfg.data.num_workers)
+        return []
+
+    monkeypatch.setattr("localization.train_cli.train", fake_train)
+    base = ["--config", "demo_bmn", "--features", "f.h5", "--annotations", "a.json", "--work-dir", str(tmp_path)]
+    assert train_cli.main(base) == 0 and seen == {"device": "auto", "workers": 0}
+    assert train_cli.main([*base, "--device", "cpu", "--workers", "3"]) == 0 and seen == {"device": "cpu", "workers": 3}

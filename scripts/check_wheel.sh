@@ -36,4 +36,6 @@ action_range=(2.0, 4.0), max_actions=1), workers=2)"
     --predictions detections.json --unknown-labels false_positive -o report
 "$bin/detect" data/videos/"$(ls data/videos | head -1)" --run run -o detect_out
 test -s report/report.json && test -s detect_out/index.md
-echo "check_wheel: the installed wheel ran extract-features, train-localizer, localize, evaluate and detect from $work"
+# the README's "First hour" and "Your own data" blocks as written, with the wheel's tools on the PATH
+(cd "$repo" && TADALOC_README_INSTALLED=1 PATH="$bin:$PATH" python -m pytest -q -p no:cacheprovider tests/test_readme.py)
+echo "check_wheel: the installed wheel ran extract-features, train-localizer, localize, evaluate and detect from $work, and the README's first-hour and own-data commands"

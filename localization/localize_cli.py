@@ -15,12 +15,13 @@ from localization.infer import localize
 from localization.model import CheckpointError, load_run
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import write_json_atomic
-from tal_common.cli import HelpFormatter, entry_point, interrupted
+from tal_common.cli import HelpFormatter, entry_point, interrupted, parse_args
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 
+RENAMED = {"--num-workers": "--workers"}  # old spelling -> current: still accepted, with a deprecation line
 EXAMPLES = """\
 examples:
   localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json --subset validation -o dets.json
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, RENAMED)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
     try:

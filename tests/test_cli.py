@@ -229,6 +229,10 @@ def test_renamed_options_work_and_say_so_once(tmp_path, capsys):
     assert capsys.readouterr().err == "detect: --ground-truth is deprecated, use --annotations\n"
     args = parse_args(demo_cli.build_parser(), ["--out", "d"], demo_cli.RENAMED)
     assert args.output == Path("d")
+    args = parse_args(localize_cli.build_parser(), ["--work-dir", "r", "--features", "f.h5", "--annotations", "a.json",
+                                                    "-o", "d.json", "--num-workers", "2"], localize_cli.RENAMED)
+    assert (args.run, args.workers) == (Path("r"), 2)
+    assert capsys.readouterr().err.splitlines()[-1] == "localize: --num-workers is deprecated, use --workers"
 
 
 # --------------------------------------------------------------------------- Ctrl-C and closed pipes

@@ -18,6 +18,7 @@ import numpy as np
 
 from tal_common.annotations import AnnotationError, AnnotationSet, read_annotations
 from tal_common.atomic import write_json_atomic
+from tal_common.cli import HelpFormatter, entry_point, interrupted
 
 
 def random_submission(annotations: AnnotationSet, dataset: str, per_video: int = 100, seed: int = 0) -> dict:
@@ -54,18 +55,26 @@ def random_submission(annotations: AnnotationSet, dataset: str, per_video: int =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eval.chance", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=("hacs", "activitynet", "ek100"))
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.chance", formatter_class=HelpFormatter,
+        description="The chance baseline: random segments with random labels, in the official submission formats.",
+        epilog="examples:\n  python -m eval.chance --dataset hacs --annotations hacs.json --subset validation -o random.json\n"
+        "  python -m eval.chance --dataset ek100 --annotations EPIC_100_validation.csv --video-info EPIC_100_video_info.csv "
+        "-o random.json\n")
+    parser.add_argument("--dataset", required=True, choices=("hacs", "activitynet", "ek100"),
+                        help="the submission format: HACS/ActivityNet JSON, or EK100 action detection")
     parser.add_argument("--annotations", required=True, type=Path, help="ground-truth JSON (HACS/ActivityNet) or EK100 CSV")
-    parser.add_argument("--subset", default="validation", help="HACS/ActivityNet subset (default: validation)")
+    parser.add_argument("--subset", default="validation", help="HACS/ActivityNet subset")
     parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
-    parser.add_argument("--per-video", type=int, default=100, help="random segments per video (default 100)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-video", type=int, default=100, help="random segments per video")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random segments, scores and labels")
     parser.add_argument("-o", "--output", required=True, type=Path, help="submission JSON to write")
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 written, 2 bad annotations, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         annotations = read_annotations(args.annotations, args.video_info)
@@ -75,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except (AnnotationError, ValueError) as exc:
         print(f"eval.chance: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return interrupted("eval.chance", "nothing was written (rerun the same command)")
     write_json_atomic(args.output, submission)
     print(f"eval.chance: wrote {args.output}: {args.per_video} random predictions for each of {len(submission['results'])} videos")
     return 0

@@ -1,7 +1,7 @@
 """``evaluate``: score a detection or proposal file against ground truth and write the report.
 
-    evaluate --dataset {hacs,activitynet,ek100} --ground-truth GT --predictions P.json \\
-             [--subset validation] [--task detection|proposals] [--tiou T [T ...]] [--diagnose] [--strict] --out DIR
+    evaluate --dataset {hacs,activitynet,ek100} --annotations GT --predictions P.json \\
+             [--subset validation] [--task detection|proposals] [--tiou T [T ...]] [--diagnose] [--strict] -o DIR
 
 Writes ``DIR/report.json``, ``DIR/report.md`` and PNG plots (the folder is replaced as a whole), and prints the
 table. ``--diagnose`` adds the DETAD false-positive and sensitivity analysis. What found no counterpart (by video
@@ -43,15 +43,30 @@ from eval.matching import Matching, match_counts
 from eval.proposals import evaluate_proposals
 from eval.report import format_table, write_report
 from tal_common.annotations import AnnotationError
+from tal_common.cli import HelpFormatter, entry_point, interrupted, parse_args
+
+RENAMED = {"--ground-truth": "--annotations", "--out": "--output"}  # old spellings: still accepted, with a deprecation line
+EXAMPLES = """\
+examples:
+  evaluate --dataset hacs --annotations HACS_segments_v1.1.1.json --subset validation --predictions dets.json -o reports/hacs
+  evaluate --dataset ek100 --annotations EPIC_100_validation.csv --predictions ek100_dets.json -o reports/ek100 --diagnose
+  evaluate --dataset activitynet --annotations thumos14.json --subset test --tiou 0.3 0.4 0.5 0.6 0.7 \\
+      --predictions thumos_dets.json -o reports/thumos
+  evaluate --dataset activitynet --task proposals --annotations gt.json --predictions proposals.json -o reports/ar
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="evaluate", formatter_class=HelpFormatter, epilog=EXAMPLES,
+        description="Score a detection or proposal file against ground truth with the official rules; write\n"
+        "OUTPUT/report.json, report.md and PNG plots (the folder is replaced as a whole) and print the table.")
     parser.add_argument("--dataset", required=True, choices=("hacs", "activitynet", "ek100"),
                         help="hacs/activitynet: official ActivityNet rules (JSON ground truth); ek100: EPIC-Kitchens-100 rules (CSV)")
-    parser.add_argument("--ground-truth", required=True, type=Path, help="ground-truth JSON (HACS/ActivityNet) or EK100 CSV")
+    parser.add_argument("--annotations", required=True, type=Path, help="ground-truth JSON (HACS/ActivityNet) or EK100 CSV")
     parser.add_argument("--predictions", required=True, type=Path, help="submission JSON in the official format")
-    parser.add_argument("--task", choices=("detection", "proposals"), default="detection")
+    parser.add_argument("--task", choices=("detection", "proposals"), default="detection",
+                        help="detection: mAP per tIoU of labelled segments; proposals: AR@AN and AUC of class-agnostic ones")
     parser.add_argument("--subset", default=None,
                         help="HACS/ActivityNet subset to evaluate (default: validation); EK100 files have no subsets")
     parser.add_argument("--tiou", type=_threshold, nargs="+", default=None,
@@ -71,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "and a warning when nothing matches)")
     parser.add_argument("--verb-classes", type=Path, default=None,
                         help="EK100: EPIC_100_verb_classes.csv naming the verbs in the report (default: the one beside "
-                             "--ground-truth, if any; else ids)")
+                             "--annotations, if any; else ids)")
     parser.add_argument("--noun-classes", type=Path, default=None,
-                        help="EK100: EPIC_100_noun_classes.csv naming the nouns (default: the one beside --ground-truth)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory for report.json, report.md and plots")
+                        help="EK100: EPIC_100_noun_classes.csv naming the nouns (default: the one beside --annotations)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder for report.json, report.md and plots")
     return parser
 
 
@@ -88,14 +103,24 @@ def _threshold(text: str) -> float:
     return value
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 done, 2 usage error or malformed input, 130 interrupted)."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(build_parser(), argv, RENAMED)
     except SystemExit as exc:  # argparse has printed the usage error
         return int(exc.code or 0)
     try:
-        if args.out.exists() and not args.out.is_dir():
-            raise InputError(f"{args.out}: --out must be a folder, and this is a file")
+        return _run(args)
+    except KeyboardInterrupt:
+        return interrupted("evaluate", "the previous report (if any) is left as it was; rerun the same command")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Read, match, score, (diagnose,) write the report folder and print the table."""
+    try:
+        if args.output.exists() and not args.output.is_dir():
+            raise InputError(f"{args.output}: -o/--output must be a folder, and this is a file")
         gt, pred = _read_inputs(args)
         names = _class_names(args)
         matching = _matching(gt, pred, args, names)
@@ -107,21 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "dataset": args.dataset,
         "task": args.task,
-        "ground_truth": str(args.ground_truth),
+        "ground_truth": str(args.annotations),
         "predictions": str(args.predictions),
     }
     if args.dataset != "ek100":
         meta["subset"] = args.subset or "validation"
     meta.update({f"{task}_classes": source for task, source in names.sources.items()})
     try:
-        write_report(result, args.out, meta, matching=matching, diagnosis=diagnosis, class_names=names.names)
+        write_report(result, args.output, meta, matching=matching, diagnosis=diagnosis, class_names=names.names)
     except OSError as exc:
-        print(f"evaluate: error: cannot write the report to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"evaluate: error: cannot write the report to {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(format_table(result))
     if diagnosis:
         _print_profiles(diagnosis)
-    print(f"report: {args.out / 'report.md'}")
+    print(f"report: {args.output / 'report.md'}")
     return 0
 
 
@@ -129,16 +154,16 @@ def _read_inputs(args: argparse.Namespace) -> tuple[SegmentTable, SegmentTable]:
     """Ground truth and predictions as tables; ``--blocked-videos`` already left out of both."""
     if args.dataset == "ek100" and (args.subset is not None or args.blocked_videos is not None):
         raise InputError("--subset and --blocked-videos do not apply to EK100: every row of the CSV counts")
-    for path, option in ((args.ground_truth, "--ground-truth"), (args.predictions, "--predictions")):
+    for path, option in ((args.annotations, "--annotations"), (args.predictions, "--predictions")):
         if path.is_dir():
             raise InputError(f"{path}: {option} must be a file, and this is a folder")
     if args.dataset == "ek100":
-        gt = ek100_ground_truth(args.ground_truth)
+        gt = ek100_ground_truth(args.annotations)
         pred = (read_activitynet_predictions(args.predictions, with_labels=False) if args.task == "proposals"
                 else read_ek100_predictions(args.predictions))
         return gt, pred
     blocked = _read_blocked(args.blocked_videos) if args.blocked_videos else ()
-    gt = activitynet_ground_truth(args.ground_truth, args.subset or "validation", blocked)
+    gt = activitynet_ground_truth(args.annotations, args.subset or "validation", blocked)
     pred = read_activitynet_predictions(args.predictions, with_labels=args.task == "detection")
     if blocked:
         keep = ~pd.Index(pred.video).isin(list(blocked))
@@ -153,7 +178,7 @@ def _class_names(args: argparse.Namespace) -> ClassNames:
         if args.verb_classes is not None or args.noun_classes is not None:
             raise InputError("--verb-classes and --noun-classes apply to EK100 (HACS/ActivityNet labels are names)")
         return ClassNames({}, {})
-    names = ek100_class_names(args.ground_truth, args.verb_classes, args.noun_classes)
+    names = ek100_class_names(args.annotations, args.verb_classes, args.noun_classes)
     if args.task == "detection":
         print(f"evaluate: {names.describe()}", file=sys.stderr)
     return names

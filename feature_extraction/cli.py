@@ -51,6 +51,7 @@ from feature_extraction.summary import inspect_file, verify_file
 from feature_extraction.video import VIDEO_EXTENSIONS, VideoInfo, find_videos, probe_videos
 from feature_extraction.weights import get_weights_spec
 from tal_common.atomic import check_output_path, durable_replace, durable_unlink
+from tal_common.cli import HelpFormatter, entry_point, interrupted
 from tal_common.config import ConfigError, add_config_args, config_to_yaml, load_config
 from tal_common.devices import want_cuda
 from tal_common.h5 import FeatureReader, assemble_file
@@ -63,67 +64,105 @@ SUBCOMMANDS = ("extract", "inspect", "verify", "import", "export")
 # --------------------------------------------------------------------------- argument parsing
 
 
-def _extract_parser() -> argparse.ArgumentParser:
+EXAMPLES = """\
+examples:
+  extract-features videos/ -o features.h5 --preset demo --device cpu
+  extract-features hacs/videos -o hacs.h5 --preset hacs --weights weights/ --device cuda --bf16 --workers 8
+  extract-features videos/ -o features.h5 --preset hacs --weights random --set preprocess.resize=decoder
+  torchrun --nproc_per_node=8 -m feature_extraction.cli hacs/videos -o hacs.h5 --preset hacs --weights weights/
+  extract-features inspect hacs.h5
+  extract-features verify hacs.h5 --videos hacs/videos
+"""
+
+
+def extract_parser() -> argparse.ArgumentParser:
+    """Options of the default command (videos -> features)."""
     p = argparse.ArgumentParser(
-        prog="extract-features",
-        description="Extract TAdaConv clip features from videos into one HDF5 file (resumable). "
-        "Also: 'extract-features inspect F.h5', 'extract-features verify F.h5 --videos DIR'.",
+        prog="extract-features", formatter_class=HelpFormatter, epilog=EXAMPLES,
+        description="Extract TAdaConv clip features from videos into one HDF5 file (crash-safe: rerun the same "
+        "command to resume).\nOther commands: inspect, verify, import, export (extract-features COMMAND --help).",
     )
     p.add_argument("video_dirs", nargs="+", type=Path, metavar="VIDEO_DIR", help="folders searched recursively for videos")
     p.add_argument("-o", "--output", type=Path, required=True, help="output HDF5 file")
-    p.add_argument("--preset", choices=PRESETS, required=True, help="extraction preset (configs/extract/PRESET.yaml)")
-    add_config_args(p)
-    p.add_argument("--weights", default=None, help="checkpoint file or folder for the preset's weights, or 'random'")
+    p.add_argument("--preset", choices=PRESETS, required=True,
+                   help="extraction preset (the packaged configs/extract/PRESET.yaml)")
+    add_config_args(p, "YAML file applied over the preset (same keys as configs/extract/*.yaml)",
+                    example="preprocess.resize=decoder")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file or folder holding the preset's weights, or 'random' (default: the preset's)")
     p.add_argument("--video-list", type=Path, default=None, help="only these video ids / file names (one per line)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="clips per model batch")
-    p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="where the model runs (default: the preset's run.device, auto = cuda when present)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per model batch (default: the preset's run.batch_size)")
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes (default: the preset's run.workers)")
     p.add_argument("--decoder", choices=("decord", "torchcodec"), default=None,
-                   help="video decoder (default decord); torchcodec with --device cuda decodes on NVDEC")
+                   help="video decoder (default: the preset's run.decoder, decord); torchcodec with --device cuda "
+                   "decodes on NVDEC")
     precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision")
-    precision.add_argument("--bf16", action="store_const", const="bf16", dest="precision")
+    precision.add_argument("--fp16", action="store_const", const="fp16", dest="precision",
+                           help="run the model under float16 autocast (CUDA; default: the preset's model.precision)")
+    precision.add_argument("--bf16", action="store_const", const="bf16", dest="precision",
+                           help="run the model under bfloat16 autocast (default: the preset's model.precision)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the finished videos of an interrupted run made with another config or weights "
+                   "(OUTPUT.parts/) instead of refusing to start")
     p.add_argument("--rank-timeout-s", type=float, default=DEFAULT_RANK_TIMEOUT_S,
-                   help="with several ranks: stop when another rank has sent no heartbeat for this long "
-                   f"(default {DEFAULT_RANK_TIMEOUT_S:g})")
+                   help="with several ranks: stop when another rank has sent no heartbeat for this long")
     return p
 
 
-def _inspect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extract-features inspect", description="Summarise a feature file.")
-    p.add_argument("features", type=Path)
+def inspect_parser() -> argparse.ArgumentParser:
+    """Options of ``extract-features inspect``."""
+    p = argparse.ArgumentParser(prog="extract-features inspect", formatter_class=HelpFormatter,
+                                description="Summarise a feature file: provenance, videos, clips, dims, timing, failures.",
+                                epilog="example:\n  extract-features inspect features.h5 | head -3\n")
+    p.add_argument("features", type=Path, help="HDF5 feature file written by extract-features")
     return p
 
 
-def _verify_parser() -> argparse.ArgumentParser:
+def verify_parser() -> argparse.ArgumentParser:
+    """Options of ``extract-features verify``."""
     p = argparse.ArgumentParser(
-        prog="extract-features verify",
+        prog="extract-features verify", formatter_class=HelpFormatter,
         description="Check every video is present with the clip count its duration implies (exit 1 otherwise).",
+        epilog="example:\n  extract-features verify features.h5 --videos videos/ --workers 2\n",
     )
-    p.add_argument("features", type=Path)
-    p.add_argument("--videos", nargs="+", type=Path, required=True, metavar="DIR")
-    p.add_argument("--video-list", type=Path, default=None)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--probe-timeout-s", type=float, default=120.0)
+    p.add_argument("features", type=Path, help="HDF5 feature file written by extract-features")
+    p.add_argument("--videos", nargs="+", type=Path, required=True, metavar="DIR", help="the folders the features came from")
+    p.add_argument("--video-list", type=Path, default=None, help="only these video ids / file names (one per line)")
+    p.add_argument("--workers", type=int, default=4, help="processes probing the videos")
+    p.add_argument("--probe-timeout-s", type=float, default=120.0, help="give up probing one video after this long")
     return p
 
 
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one command: ``extract`` (the default), ``inspect``, ``verify``, ``import`` or ``export``."""
+    return {"extract": extract_parser, "inspect": inspect_parser, "verify": verify_parser,
+            "import": import_features.build_parser, "export": export_features.build_parser}[command]()
+
+
+def split_command(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """``["inspect", "f.h5"]`` -> ``("inspect", ["f.h5"])``; arguments without a command -> ``("extract", argv)``."""
+    args = list(argv)
+    return (args.pop(0) if args and args[0] in SUBCOMMANDS else "extract"), args
+
+
+@entry_point
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0: every video done, 1: some failed, 2: usage/config error,
-    3: another rank was lost; rerun to resume)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args and args[0] in SUBCOMMANDS else "extract"
+    3: another rank was lost, 130: interrupted; rerun to resume)."""
+    command, args = split_command(sys.argv[1:] if argv is None else argv)
     try:
         if command == "inspect":
-            return inspect_file(_inspect_parser().parse_args(args).features)
+            return inspect_file(inspect_parser().parse_args(args).features)
         if command == "verify":
-            a = _verify_parser().parse_args(args)
+            a = verify_parser().parse_args(args)
             return verify_file(a.features, a.videos, a.video_list, a.workers, a.probe_timeout_s)
         if command == "import":
             return import_features.main(args)
         if command == "export":
             return export_features.main(args)
-        return run_extract(_extract_parser().parse_args(args))
+        return run_extract(extract_parser().parse_args(args))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"extract-features: error: {exc}", file=sys.stderr)
         return 2
@@ -140,25 +179,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"extract-features: {exc}", file=sys.stderr)
         return EXIT_RANK_LOST
     except KeyboardInterrupt:
-        print("extract-features: interrupted; finished videos are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
+        advice = ("finished videos are kept, rerun the same command to resume" if command == "extract"
+                  else "nothing was changed, rerun the same command")
+        return interrupted("extract-features", advice)
 
 
 # --------------------------------------------------------------------------- extraction
 
 
-def run_extract(args: argparse.Namespace) -> int:
-    """The ``extract`` command: configure, find/probe/shard videos, extract, assemble."""
+def load_extract_config(args: argparse.Namespace) -> ExtractConfig:
+    """The preset, then ``--config``, then ``--set``, then the option flags (``--device``, ``--workers``, ...)."""
     overrides = list(args.overrides)
     for key, value in (("run.device", args.device), ("run.batch_size", args.batch_size), ("run.workers", args.workers),
                        ("run.decoder", args.decoder), ("model.precision", args.precision)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    weights_path = args.weights
-    if weights_path == "random":
+    if args.weights == "random":
         overrides.append("model.weights=random")
-        weights_path = None
-    cfg = load_config(ExtractConfig, args.config, overrides, base=preset_path(args.preset))
+    return load_config(ExtractConfig, args.config, overrides, base=preset_path(args.preset))
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """The ``extract`` command: configure, find/probe/shard videos, extract, assemble."""
+    cfg = load_extract_config(args)
+    weights_path = None if args.weights == "random" else args.weights
+    for path in args.video_dirs:
+        if path.is_file():
+            raise ValueError(f"{path}: a file, and extract-features takes folders of videos (VIDEO_DIR): pass its folder "
+                             f"{str(path.parent)!r} (--video-list FILE to take only some of its videos), or run detect "
+                             "on single video files")
     try:
         cuda = want_cuda(cfg.run.device)
     except ValueError as exc:
@@ -183,13 +232,13 @@ def run_extract(args: argparse.Namespace) -> int:
     if notice and env.rank == 0:
         print(f"extract-features: {notice}", file=sys.stderr)
     try:
-        return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s)
+        return _extract(cfg, env, videos, args.output.resolve(), checkpoint, provenance, args.rank_timeout_s, args.fresh)
     finally:
         env.close()
 
 
 def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: Path, checkpoint: Path | None,
-             provenance: tuple[str, str, str], rank_timeout_s: float) -> int:
+             provenance: tuple[str, str, str], rank_timeout_s: float, fresh: bool = False) -> int:
     """Extract this rank's shard into the parts folder; rank 0 then assembles ``out``.
 
     Returns the exit status: rank 0 says whether any video failed (of every rank); other ranks return 0
@@ -199,23 +248,23 @@ def _extract(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: P
         out.parent.mkdir(parents=True, exist_ok=True)
     lock = output_lock(out.with_name(out.name + ".lock"), str(out)) if env.rank == 0 else contextlib.nullcontext()
     with lock:
-        return _extract_locked(cfg, env, videos, out, checkpoint, provenance, rank_timeout_s)
+        return _extract_locked(cfg, env, videos, out, checkpoint, provenance, rank_timeout_s, fresh)
 
 
 def _extract_locked(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path], out: Path, checkpoint: Path | None,
-                    provenance: tuple[str, str, str], rank_timeout_s: float) -> int:
+                    provenance: tuple[str, str, str], rank_timeout_s: float, fresh: bool) -> int:
     """:func:`_extract` once rank 0 holds the output's lock."""
     parts = out.with_name(out.name + ".parts")
     identity = feature_identity(cfg, provenance[2])
+    sampler = make_sampler(cfg)  # a bad sampling value fails here, before the parts folder exists
     if env.rank == 0:
-        _prepare_workdir(out, parts, identity)
+        _prepare_workdir(out, parts, identity, fresh)
     env.barrier("preparing the output folder")
     env.start_heartbeat(parts / "ranks", rank_timeout_s)
     done = _finished_ids(out, parts)
     todo = [vid for vid in videos if vid not in done]
     env.barrier("listing the finished videos")  # every rank has listed them before any new part appears
 
-    sampler = make_sampler(cfg)
     probed = _probe_shard(todo[env.rank :: env.world], videos, cfg, parts, progress=env.rank == 0)
     infos: dict[str, VideoInfo] = {}
     for shard in env.gather(probed, "exchanging the probed videos"):
@@ -243,13 +292,18 @@ def _extract_locked(cfg: ExtractConfig, env: RankGroup, videos: dict[str, Path],
     return int(_assemble(out, parts, videos, cfg, provenance) > 0)
 
 
-def _prepare_workdir(out: Path, parts: Path, identity: dict) -> None:
-    """Create ``parts``; refuse to mix features of another config/weights; drop stale temporary files."""
+def _prepare_workdir(out: Path, parts: Path, identity: dict, fresh: bool = False) -> None:
+    """Create ``parts``; refuse to mix features of another config/weights; drop stale temporary files.
+
+    An unfinished run of another config or weights in ``parts`` is discarded when it finished no video (a run
+    that failed at once, e.g. on a wrong option) or with ``fresh``; otherwise the message says what differs.
+    """
     stamp = parts / "run.json"
     if out.exists():
         previous = _file_identity(out)
         if previous != identity:
-            raise ValueError(f"{out} exists with features of another config or weights; choose another -o or remove it")
+            raise ValueError(f"{out} exists with features of another config or weights ({_differences(previous, identity)}); "
+                             "choose another -o or remove it")
     if parts.is_symlink() or (parts.exists() and not parts.is_dir()):
         kind = "a symbolic link" if parts.is_symlink() else "not a folder"
         raise ValueError(f"{parts}: the work folder of -o {out} is {kind}; extract-features does not follow or replace "
@@ -259,9 +313,18 @@ def _prepare_workdir(out: Path, parts: Path, identity: dict) -> None:
         print(f"extract-features: removing {parts}, left over by a run that had finished or had not started", file=sys.stderr)
         shutil.rmtree(parts)
     if stamp.exists():
-        if json.loads(stamp.read_text()) != identity:
-            raise ValueError(f"{parts} holds an unfinished run with another config or weights; remove it or use another -o")
-    else:
+        previous = json.loads(stamp.read_text())
+        if previous != identity:
+            finished = len(list(parts.glob("*.h5")))
+            if finished and not fresh:
+                raise ValueError(f"{parts} holds {finished} finished videos of an interrupted run with another config or "
+                                 f"weights ({_differences(previous, identity)}): rerun that run's command to finish it, "
+                                 "or add --fresh to discard them")
+            print(f"extract-features: discarding {parts}: an unfinished run with another config or weights "
+                  f"({finished} finished videos)", file=sys.stderr)
+            durable_unlink(stamp)  # first, as in the final cleanup: a kill in between leaves a folder without run.json
+            shutil.rmtree(parts)
+    if not stamp.exists():
         parts.mkdir(parents=True, exist_ok=True)
         tmp = parts / "run.json.tmp"
         tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
@@ -294,6 +357,19 @@ def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
 def _disk_full(exc: OSError) -> bool:
     """Whether ``exc`` says the device is full (HDF5 reports it in its message, without an errno)."""
     return exc.errno == errno.ENOSPC or "errno = 28" in str(exc) or "No space left on device" in str(exc)
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> str:
+    """The keys where two identities differ, e.g. ``"model.weights: 'random' -> 'official-k400'"``."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            diffs += [inner] if inner else []
+        elif a != b:
+            diffs.append(f"{prefix.removeprefix('config.')}{key}: {a!r} -> {b!r}")
+    return "; ".join(diffs)
 
 
 def _file_identity(out: Path) -> dict:

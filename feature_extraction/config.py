@@ -33,6 +33,14 @@ class SamplingConfig:
     stride: int = 16
     rule: Literal["auto", "tadaconv", "nominal"] = "auto"
 
+    def __post_init__(self) -> None:
+        try:
+            fps = to_fraction(self.sample_fps)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"sample_fps = {self.sample_fps!r} is not a frame rate (e.g. 30, 29.97 or 30000/1001)") from None
+        if fps <= 0:
+            raise ValueError(f"sample_fps = {self.sample_fps!r} must be > 0")
+
 
 @dataclass
 class PreprocessConfig:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from tal_common.atomic import write_atomic, write_json_atomic
+from tal_common.cli import HelpFormatter
 from tal_common.h5 import ClipTiming, FeatureFileError, FeatureReader
 
 
@@ -116,18 +117,21 @@ def config_snippets(index: dict[str, dict], out_dir: Path, fmt: str) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extract-features export",
-                                description="Write one (T, C) float32 file per video plus features.json, for ActionFormer / OpenTAD.")
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``extract-features export``."""
+    p = argparse.ArgumentParser(prog="extract-features export", formatter_class=HelpFormatter,
+                                description="Write one (T, C) float32 file per video plus features.json, for ActionFormer / OpenTAD.",
+                                epilog="example:\n  extract-features export features.h5 --format npy -o features_npy/\n")
     p.add_argument("features", type=Path, help="our HDF5 feature file")
-    p.add_argument("--format", choices=sorted(WRITERS), required=True, dest="fmt")
+    p.add_argument("--format", choices=sorted(WRITERS), required=True, dest="fmt",
+                   help="per-video file type: npy, npz (key 'feats') or pt")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     return p
 
 
 def main(argv: Sequence[str]) -> int:
     """``extract-features export ...``; returns the exit status (errors are raised as ``ValueError``)."""
-    a = _parser().parse_args(argv)
+    a = build_parser().parse_args(argv)
     index = export_features(a.features, a.output, a.fmt)
     print(config_snippets(index, a.output, a.fmt))
     print(f"extract-features export: wrote {len(index)} videos to {a.output} ({a.fmt}), timing in {a.output / 'features.json'}",

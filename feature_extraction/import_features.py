@@ -51,6 +51,7 @@ import yaml
 
 from tal_common.annotations import read_annotations, read_video_info
 from tal_common.atomic import write_atomic
+from tal_common.cli import HelpFormatter
 from tal_common.h5 import ClipTiming, FeatureFileError, write_file_attrs, write_video
 
 
@@ -416,17 +417,22 @@ def import_features(
     return written
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extract-features import", description="Import others' features into our HDF5 layout.")
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``extract-features import``."""
+    p = argparse.ArgumentParser(prog="extract-features import", formatter_class=HelpFormatter,
+                                description="Import others' features into our HDF5 layout.",
+                                epilog="example:\n  extract-features import tadaconv_pkls/ -o hacs.h5 --format tadaconv-hacs "
+                                "--annotations HACS_segments_v1.1.1.json\n")
     p.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="folder(s) of per-video files, or an HDF5 file (tsp-h5)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output HDF5 file (replaced atomically)")
-    p.add_argument("--format", choices=sorted(FORMATS), required=True, dest="fmt")
+    p.add_argument("--format", choices=sorted(FORMATS), required=True, dest="fmt",
+                   help="the source layout (see the README's table of import formats)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="timing of a known feature release")
     p.add_argument("--fps", type=Fraction, default=None, help="sample fps of the clips (e.g. 30 or 30000/1001)")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip")
     p.add_argument("--frame-interval", type=int, default=None, help="sampled frames between a clip's frames")
     p.add_argument("--stride", type=int, default=None, help="sampled frames between clip starts")
-    p.add_argument("--crops", type=int, default=None, help="spatial crops concatenated per clip (default 1)")
+    p.add_argument("--crops", type=int, default=None, help="spatial crops concatenated per clip (default: 1, or the preset's)")
     p.add_argument("--backbone", default=None, help="backbone name to record (default: the preset's, else 'unknown')")
     p.add_argument("--channels-first", action="store_true", help="per-video arrays are (C, T), not (T, C)")
     p.add_argument("--annotations", type=Path, default=None, help="durations from HACS/ActivityNet/mmaction2 JSON or EK100 CSV")
@@ -467,7 +473,7 @@ def sampling_from_args(a: argparse.Namespace) -> Sampling | None:
 
 def main(argv: Sequence[str]) -> int:
     """``extract-features import ...``; returns the exit status (errors are raised as ``ValueError``)."""
-    a = _parser().parse_args(argv)
+    a = build_parser().parse_args(argv)
     sampling = sampling_from_args(a)
     durations = load_durations(a.annotations, a.video_info)
     videos = import_features(a.fmt, a.sources, a.output, sampling, durations, a.channels_first)

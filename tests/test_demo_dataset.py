@@ -148,7 +148,7 @@ def test_validation_names_a_video_shorter_than_annotated(tiny, tmp_path):
 
 
 def test_cli_validates_an_existing_dataset(tiny):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tiny), "--validate"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(SCRIPT), "-o", str(tiny), "--validate"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "valid: 3 videos (2 training, 1 validation)" in done.stdout
 

@@ -30,7 +30,7 @@ def _anet(tmp_path: Path, database: dict) -> Path:
 
 
 def _run(capsys, dataset, gt, pred, *extra, out=None):
-    argv = ["--dataset", dataset, "--ground-truth", str(gt), "--predictions", str(pred), "--out", str(out), *extra]
+    argv = ["--dataset", dataset, "--annotations", str(gt), "--predictions", str(pred), "-o", str(out), *extra]
     status = main(argv)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
@@ -131,10 +131,10 @@ def test_folders_and_thresholds(tmp_path, capsys):
     status, captured = _run(capsys, "hacs", ANET_GT, folder, out=tmp_path / "out")
     assert status == 2 and f"{folder}: --predictions must be a file, and this is a folder" in captured.err
     status, captured = _run(capsys, "hacs", tmp_path, ANET_PRED, out=tmp_path / "out")
-    assert status == 2 and "--ground-truth must be a file" in captured.err
+    assert status == 2 and "--annotations must be a file" in captured.err
     out_file = _write(tmp_path / "taken", "x")
     status, captured = _run(capsys, "hacs", ANET_GT, ANET_PRED, out=out_file)
-    assert status == 2 and "taken: --out must be a folder" in captured.err
+    assert status == 2 and "taken: -o/--output must be a folder" in captured.err
     for bad in ("1.5", "-0.5", "0", "nan", "abc"):
         status, captured = _run(capsys, "hacs", ANET_GT, ANET_PRED, "--tiou", bad, out=tmp_path / "out")
         assert status == 2 and "--tiou" in captured.err

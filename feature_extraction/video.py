@@ -157,6 +157,8 @@ class DecordReader(VideoReader):
         try:
             self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height, num_threads=1)
         except (RuntimeError, decord.DECORDError) as exc:
+            if "cannot find video stream" in str(exc):
+                raise VideoError(f"{path}: cannot open video: {_stream_problem(path)}") from exc
             raise VideoError(f"{path}: cannot open video ({_first_line(exc)})") from exc
 
     def __len__(self) -> int:
@@ -189,6 +191,23 @@ class DecordReader(VideoReader):
                 self._fallback = _PyAVFrames(self.path)
                 return self._fallback._read_sorted(unique)
             raise VideoError(f"{self.path}: cannot decode frames {unique[0]}..{unique[-1]} ({_first_line(exc)})") from exc
+
+
+def _stream_problem(path: Path) -> str:
+    """Why decord found no video stream: the file has none, or its codec is one decord's FFmpeg lacks (e.g. AV1)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            kinds = [stream.type for stream in container.streams]
+            video = container.streams.video
+            tag = video[0].codec_context.codec_tag if video else ""
+    except av.FFmpegError as exc:
+        return f"no readable video stream ({_first_line(exc)})"
+    if not video:
+        return f"the file has no video stream (streams: {', '.join(kinds) or 'none'})"
+    return (f"its video codec ({tag!r}) is not in decord's FFmpeg build (AV1, for one, is not); re-encode it, "
+            f"e.g. ffmpeg -i {path.name} -c:v libx264 {path.stem}_h264.mp4")
 
 
 class _PyAVFrames:

@@ -169,3 +169,34 @@ def test_probe_progress_bar_on_stderr(tmp_path, capsys):
     assert "probe" in err and "3/3" in err
     assert len(list(probe_videos(paths, workers=2, timeout_s=30, progress=False))) == 3
     assert capsys.readouterr().err == ""
+
+
+def _encode(path: Path, codec: str) -> None:
+    """A short file written with PyAV: ``libsvtav1`` video (AV1, which decord's FFmpeg cannot decode) or ``aac`` audio only."""
+    with av.open(str(path), "w") as out:
+        if codec == "aac":
+            stream = out.add_stream("aac", rate=16000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            packets = [*stream.encode(frame), *stream.encode(None)]
+        else:
+            stream = out.add_stream(codec, rate=15)
+            stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+            frames = [av.VideoFrame.from_ndarray(np.full((96, 128, 3), 10 * i, np.uint8), format="rgb24") for i in range(8)]
+            packets = [p for f in frames for p in stream.encode(f)] + list(stream.encode(None))
+        for packet in packets:
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("codec, reason", [
+    ("libsvtav1", "its video codec ('av01') is not in decord's FFmpeg build (AV1, for one, is not); re-encode it, "
+                  "e.g. ffmpeg -i clip.mp4 -c:v libx264 clip_h264.mp4"),
+    ("aac", "the file has no video stream (streams: audio)"),
+])
+def test_a_stream_decord_cannot_open_is_named(tmp_path, codec, reason):
+    """decord says only "cannot find video stream with wanted index: -1" for both."""
+    path = tmp_path / "clip.mp4"
+    _encode(path, codec)
+    with pytest.raises(VideoError) as err:
+        probe_video(path)
+    assert str(err.value) == f"{path}: cannot open video: {reason}"

@@ -207,7 +207,7 @@ def test_corrupt_entries_are_clear_errors(hacs, tmp_path):
     nothing = tmp_path / "unrelated.h5"
     with h5py.File(nothing, "w") as f:
         write_video(f, "other", np.zeros((10, FEAT_DIM), np.float32), timing(20.0))
-    with pytest.raises(FeatureFileError, match="none of the 6 annotated videos has features"):
+    with pytest.raises(FeatureFileError, match="none of the 6 annotated videos has usable features"):
         build_entries(FeatureReader(nothing), ann, HACS)
 
 

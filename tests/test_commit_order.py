@@ -12,7 +12,7 @@ import pytest
 from feature_extraction import pipeline
 from feature_extraction.cli import main
 from feature_extraction.dataset import SLICE_BATCHES, Chunk, scheduled_batches
-from test_extract_cli import ENV, FAST, ROOT, _assert_same_contents, write_video
+from test_extract_cli import ENV, FAST, ROOT, _assert_same_contents, start_until_first_part, write_video
 
 # Clip counts of the demo sampler (8 frames x interval 2 at 15 fps, stride 8): 8 * (n - 1) + 16 frames -> n clips.
 # With the previous schedule (each worker one contiguous half of all clips) the first video was whole after 32 clips
@@ -142,12 +142,8 @@ def test_interrupt_keeps_finished_videos_and_rerun_completes(videos, observed, t
     out = tmp_path / "f.h5"
     parts = out.with_name(out.name + ".parts")
     cmd = [sys.executable, "-m", "feature_extraction.cli", str(videos), "-o", str(out), *SMALL]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_until_first_part(cmd, parts)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(parts.glob("*.h5")) and proc.poll() is None:
-            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGINT)  # the main process only, as Ctrl-C would reach it first
         _, err = proc.communicate(timeout=60)
     finally:

@@ -32,6 +32,17 @@ DEMO = ClipSampler(Fraction(15), clip_len=8, frame_interval=2, stride=8)
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def start_until_first_part(cmd: list[str], parts: "Path") -> "subprocess.Popen":
+    """Start ``cmd`` (an extract-features run in its own session) and return once its first part file exists, it
+    has exited, or 60 s have passed."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(parts.glob("*.h5")) and proc.poll() is None:
+        time.sleep(0.01)
+    return proc
+
+
 def write_video(path: Path, num_frames: int, rate, size=(40, 30)) -> Path:
     width, height = size
     rng = np.random.default_rng(num_frames)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tal_common.workers import clamp_workers, usable_cores
-from test_extract_cli import ENV, FAST, ROOT, write_video
+from test_extract_cli import ENV, FAST, ROOT, start_until_first_part, write_video
 
 GONE_WITHIN_S = 3.0
 
@@ -126,12 +126,8 @@ def test_kill_9_of_extract_features_leaves_no_decode_worker(videos, tmp_path):
     parts = out.with_name(out.name + ".parts")
     cmd = [sys.executable, "-c", SLOW_DECODES, str(videos), "-o", str(out), *FAST,
            "--set", f"run.workers={WORKERS}", "--set", "run.batch_size=2", "--set", "run.chunk_clips=2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_until_first_part(cmd, parts)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not list(parts.glob("*.h5")) and proc.poll() is None:
-            time.sleep(0.01)
         workers = children(proc.pid)
         assert proc.poll() is None, "the run finished before it could be killed"
         assert len(workers) >= min(WORKERS, usable_cores()), workers  # the decode workers (and any helper)

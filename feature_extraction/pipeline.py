@@ -86,7 +86,7 @@ def extract_videos(work: list[VideoWork], model: torch.nn.Module, cfg: ExtractCo
     """
     step = ExtractStep(model, make_transform(cfg, device), cfg, sampler, parts, device)
     workers = decode_workers(cfg, device, say=_say)
-    step.bar = tqdm(total=sum(w.num_clips for w in work), unit="clip", disable=not show_progress,
+    step.bar = tqdm(total=sum(w.num_clips for w in work), unit="clip", disable=not show_progress or not work,
                     dynamic_ncols=True, mininterval=1.0, desc="extract")
     remaining = list(work)
     try:

@@ -319,7 +319,7 @@ def probe_videos(
     todo = deque(paths)
     idle: list[_ProbeWorker] = []
     busy: dict[multiprocessing.connection.Connection, tuple[_ProbeWorker, Path, float]] = {}
-    bar = tqdm(total=len(paths), desc="probe", unit="video", disable=None if progress is None else not progress,
+    bar = tqdm(total=len(paths), desc="probe", unit="video", disable=True if not paths else None if progress is None else not progress,
                dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
     try:
         while todo or busy:
